@@ -1,0 +1,25 @@
+# The two commands of the README: `make demo` and `make test`.
+PY ?= /usr/bin/python3
+
+.PHONY: demo test unit lab lint bench deb rpm clean
+demo:
+	tests/vm/setup-host
+	tests/vm/run --script tests/vm/demo/run-demo --results .lab/demo
+
+test:
+	tests/run-all
+
+unit:
+	tests/vm/setup-host
+	$(PY) -m pytest tests/unit -q
+
+lab:
+	tests/vm/run --suite tests/vm/guest
+
+lint:
+	python3 -m ruff --version >/dev/null 2>&1 || python3 -m pip install -q ruff
+	python3 -m ruff check src tests bench
+	python3 -m ruff format --check src tests bench
+
+clean:
+	rm -rf .lab build dist

@@ -1,0 +1,168 @@
+/* Structs shared between the BPF programs and src/bouheki/kernel/layout.py.
+ * Keep both in step: tests/unit/test_layout.py checks sizes and offsets.
+ *
+ * Every key carries a generation: the daemon writes a whole new generation,
+ * flips state.active_gen, then deletes the old one, so a hook sees either the
+ * old or the new policy, never a mix (DESIGN.md section 3). */
+#ifndef BOUHEKI_H
+#define BOUHEKI_H
+
+#define BH_MAX_RULES 64
+#define BH_DEFAULT_RULE 64
+#define BH_MAX_POLICIES 1024
+#define BH_COMM_LEN 16
+
+#define BH_POLICY_MONITOR 1
+#define BH_POLICY_FOREIGN_MNTNS_ONLY 2
+#define BH_POLICY_LOG_ALLOWED 4
+
+#define BH_VERDICT_ALLOWED 0
+#define BH_VERDICT_BLOCKED 1
+#define BH_VERDICT_WOULD_BLOCK 2
+
+#define BH_HOOK_CONNECT 0
+#define BH_HOOK_SENDMSG 1
+
+/* global counter slots */
+#define BH_G_CHECKS 0        /* hook invocations that were judged */
+#define BH_G_EVENTS 1        /* events written to the ring buffer */
+#define BH_G_EVENTS_LOST 2   /* events that could not be reserved */
+#define BH_G_NO_STATE 3      /* hook ran before any generation was active */
+#define BH_G_SCOPE_INHERIT 4 /* cgroups given their parent's policy by cgroup_mkdir */
+#define BH_G_SCOPE_NAMED 5   /* cgroups given a unit policy by name at cgroup_mkdir */
+#define BH_G_MAX 8
+
+struct bh_state {
+	__u32 active_gen;  /* 0: nothing enforced yet */
+	__u32 pending_gen; /* generation being written; mkdir copies into it too */
+	__u32 host_mntns;  /* inode of the host's mount namespace */
+	__u32 flags;
+};
+
+/* cgroup id -> policy. cgroup_id 0 holds the host policy. */
+struct bh_scope_key {
+	__u32 gen;
+	__u32 pad;
+	__u64 cgroup_id;
+};
+
+struct bh_scope_val {
+	__u32 policy;
+	__u32 flags;
+};
+
+struct bh_policy_key {
+	__u32 gen;
+	__u32 policy;
+};
+
+struct bh_policy {
+	__u64 allow_bits; /* bit i: rule i allows */
+	__u64 valid_bits; /* rules that exist */
+	__u64 dst_default;
+	__u64 port_default;
+	__u64 comm_default;
+	__u64 exe_default;
+	__u64 uid_default;
+	__u64 gid_default;
+	__u32 flags;
+	__u32 default_action; /* 0 allow, 1 block */
+};
+
+struct bh_dst4_key {
+	__u32 prefixlen; /* 64 + address bits */
+	__u32 gen;
+	__u32 policy;
+	__u8 addr[4];
+};
+
+struct bh_dst6_key {
+	__u32 prefixlen; /* 64 + address bits */
+	__u32 gen;
+	__u32 policy;
+	__u8 addr[16];
+};
+
+struct bh_port_key {
+	__u32 prefixlen; /* 72 + port bits */
+	__u32 gen;
+	__u32 policy;
+	__u8 proto;
+	__u8 port[2]; /* network order */
+	__u8 pad;
+};
+
+struct bh_comm_key {
+	__u32 gen;
+	__u32 policy;
+	char comm[BH_COMM_LEN];
+};
+
+struct bh_exe_key {
+	__u32 gen;
+	__u32 policy;
+	__u64 ino;
+	__u32 dev; /* kernel dev_t: major << 20 | minor */
+	__u32 pad;
+};
+
+struct bh_id_key {
+	__u32 gen;
+	__u32 policy;
+	__u32 id;
+	__u32 pad;
+};
+
+/* A unit's cgroup that does not exist yet: when systemd creates a directory
+ * called name under the cgroup parent_id, it gets policy at once. */
+#define BH_UNIT_NAME_LEN 128
+struct bh_unit_key {
+	__u32 gen;
+	__u32 pad;
+	__u64 parent_id; /* 0: any parent (patterns only) */
+	char name[BH_UNIT_NAME_LEN];
+};
+
+/* Shell patterns of the form PREFIX*SUFFIX (docker-*.scope), checked by
+ * cgroup_mkdir in a bounded loop. */
+#define BH_MAX_PATTERNS 16
+#define BH_PATTERN_LEN 32
+struct bh_pattern {
+	__u32 gen; /* 0: unused slot */
+	__u32 policy;
+	__u64 parent_id; /* 0: any parent */
+	__u32 prefix_len;
+	__u32 suffix_len;
+	char prefix[BH_PATTERN_LEN];
+	char suffix[BH_PATTERN_LEN];
+};
+
+struct bh_counter {
+	__u64 hits;
+	__u64 blocked;
+	__u64 would_block;
+};
+
+struct bh_event {
+	__u64 ts_ns;
+	__u64 cgroup_id;
+	__u64 exe_ino;
+	__u32 exe_dev;
+	__u32 pid; /* thread group id, as userspace knows it */
+	__u32 tid;
+	__u32 uid;
+	__u32 gid;
+	__u32 policy;
+	__u32 gen;
+	__u16 dport;
+	__u8 rule;
+	__u8 verdict;
+	__u8 hook;
+	__u8 family;
+	__u8 proto;
+	__u8 pad;
+	__u8 daddr[16]; /* IPv4 in the first 4 bytes */
+	char comm[BH_COMM_LEN];
+};
+
+#endif

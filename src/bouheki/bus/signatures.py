@@ -1,0 +1,61 @@
+"""Decorators that declare D-Bus signatures as arguments instead of annotations.
+
+dbus-next (and dbus-fast) read a member's D-Bus types from its annotations,
+as string constants such as `-> "a{sv}"`. Linters read such strings as Python
+forward references and reject them, so these helpers write the annotations on
+the function and then apply the library's own decorator: the wire signature
+stays next to the member, and the rest of the code keeps real Python hints.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, TypeVar
+
+from ._dbus import PropertyAccess, dbus_property, method, signal
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _annotate(fn: Callable[..., Any], in_signatures: tuple[str, ...], out: str) -> None:
+    params = list(inspect.signature(fn).parameters)[1:]  # skip self
+    if len(params) != len(in_signatures):
+        raise TypeError(
+            f"{fn.__qualname__}: {len(params)} parameters but {len(in_signatures)} D-Bus types"
+        )
+    annotations: dict[str, str] = dict(zip(params, in_signatures))
+    if out:
+        annotations["return"] = out
+    fn.__annotations__ = annotations
+
+
+def dbus_method(name: str, *in_signatures: str, out: str = "") -> Callable[[F], F]:
+    """A D-Bus method `name` taking one argument per entry of `in_signatures`."""
+
+    def decorate(fn: F) -> F:
+        _annotate(fn, in_signatures, out)
+        return method(name=name)(fn)  # type: ignore[no-any-return]
+
+    return decorate
+
+
+def dbus_signal(name: str, out: str) -> Callable[[F], F]:
+    """A D-Bus signal `name`; calling the method emits what it returns."""
+
+    def decorate(fn: F) -> F:
+        # Only the return annotation matters for a signal; the Python
+        # parameters are whatever the emitter needs to build the body.
+        fn.__annotations__ = {"return": out}
+        return signal(name=name)(fn)  # type: ignore[no-any-return]
+
+    return decorate
+
+
+def dbus_readonly_property(name: str, out: str) -> Callable[[Callable[[Any], Any]], Any]:
+    """A read-only D-Bus property `name` whose getter returns type `out`."""
+
+    def decorate(fn: Callable[[Any], Any]) -> Any:
+        _annotate(fn, (), out)
+        return dbus_property(access=PropertyAccess.READ, name=name)(fn)
+
+    return decorate

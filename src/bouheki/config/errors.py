@@ -1,0 +1,50 @@
+"""Problems found in configuration files, reported as `file:line: message`.
+
+Loading is all-or-nothing: every problem is collected, then one ConfigError
+carries them all, so a reload either applies a whole valid policy or keeps
+the running one and tells the operator everything that is wrong at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int  # 1-based; 0 when the problem is about the file as a whole
+    message: str
+
+    def __str__(self) -> str:
+        if self.line > 0:
+            return f"{self.file}:{self.line}: {self.message}"
+        return f"{self.file}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` lists everything found."""
+
+    def __init__(self, problems: Sequence[Problem], warnings: Sequence[Problem] = ()) -> None:
+        self.problems = list(problems)
+        self.warnings = list(warnings)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass
+class Report:
+    """Collects errors and warnings while a configuration is read."""
+
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+    def error(self, file: str, line: int, message: str) -> None:
+        self.errors.append(Problem(file, line, message))
+
+    def warn(self, file: str, line: int, message: str) -> None:
+        self.warnings.append(Problem(file, line, message))
+
+    def raise_if_errors(self) -> None:
+        if self.errors:
+            raise ConfigError(self.errors, self.warnings)

@@ -1,0 +1,240 @@
+"""The original bouheki YAML format (`bouheki --config FILE.yaml`).
+
+    network: {mode, target, cidr: {allow, deny}, domain: {allow, deny},
+              command: {allow, deny}, uid: {allow, deny}, gid: {allow, deny}}
+    log: {...}   files: {...}   mount: {...}   dns_proxy: {...}
+
+Its semantics are those of the simple form (DESIGN.md 2.1), with the
+original defaults: mode monitor, target host, cidr.allow 0.0.0.0/0 and ::/0.
+`target: container` becomes one policy for the container scopes and slices,
+flagged so that processes in the host's mount namespace are not judged by it.
+Sections for features this bouheki does not have are ignored with a warning;
+anything that would change what the network policy enforces is validated.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import yaml
+
+from bouheki.config.document import Doc
+from bouheki.config.errors import Report
+from bouheki.config.policy_toml import parse_items
+from bouheki.config.policyset import HOST_POLICY_NAME, NamedPolicy, PolicySet
+from bouheki.config.toml_file import read_text
+from bouheki.config.toml_lines import LineMap, Path
+from bouheki.config.values import (
+    parse_comm,
+    parse_destination,
+    parse_id,
+    parse_mode,
+    type_name,
+)
+from bouheki.policy.model import AllowDeny, Dest, DomainName, Item, ListField, PolicySpec
+from bouheki.policy.tables import POLICY_FOREIGN_MNTNS_ONLY, Origin
+
+CONTAINER_POLICY_NAME = "@container"
+CONTAINER_UNITS = ("docker-*.scope", "libpod-*.scope", "machine.slice")
+DEFAULT_CIDR_ALLOW = ("0.0.0.0/0", "::/0")
+
+NETWORK_KEYS = ("enable", "mode", "target", "cidr", "domain", "command", "uid", "gid")
+TOP_KEYS = ("network", "files", "mount", "dns_proxy", "log")
+_IGNORED = {
+    "files": "file access restriction is not part of this bouheki",
+    "mount": "mount restriction is not part of this bouheki",
+    "dns_proxy": "the DNS proxy is not part of this bouheki (the daemon resolves names)",
+    "log": "events go to the journal",
+}
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, line: int) -> None:
+        super().__init__(key)
+        self.key = key
+        self.line = line
+
+
+def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: Path, lines: LineMap) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _walk(loader, key_node, path, LineMap())
+            if key in out:
+                raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
+            lines.record((*path, key), key_node.start_mark.line + 1)
+            out[key] = _walk(loader, value_node, (*path, key), lines)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        items = []
+        for index, item in enumerate(node.value):
+            lines.record((*path, index), item.start_mark.line + 1)
+            items.append(_walk(loader, item, (*path, index), lines))
+        return items
+    return loader.construct_object(node)
+
+
+def compose_yaml(path: str, text: str, report: Report) -> Optional[tuple[Any, LineMap]]:
+    """The document as plain values plus the line of every key and item
+    (PyYAML's nodes know their lines; the constructed values do not)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return {}, LineMap()
+        lines = LineMap()
+        return _walk(loader, node, (), lines), lines
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark is not None else 0
+        report.error(path, line, f"YAML syntax error: {e.problem or e.context}")
+    except yaml.YAMLError as e:
+        report.error(path, 0, f"YAML error: {e}")
+    except _DuplicateKey as e:
+        report.error(path, e.line, f"duplicate key '{e.key}'")
+    finally:
+        loader.dispose()
+    return None
+
+
+def _legacy_dest(value: object) -> tuple[Dest, str | None]:
+    dest, warning = parse_destination(value, allow_host_bits=True)
+    if isinstance(dest, DomainName):
+        raise ValueError(f"'{value}' is not a CIDR or address (domain names go in network.domain)")
+    return dest, warning
+
+
+def _legacy_domain(value: object) -> tuple[Dest, None]:
+    dest, _ = parse_destination(value)
+    if not isinstance(dest, DomainName):
+        raise ValueError(f"'{value}' is not a domain name (addresses go in network.cidr)")
+    return dest, None
+
+
+_PARSERS = {
+    "cidr": _legacy_dest,
+    "domain": _legacy_domain,
+    "command": lambda v: (parse_comm(v), None),
+    "uid": lambda v: (parse_id(v, "uid"), None),
+    "gid": lambda v: (parse_id(v, "gid"), None),
+}
+_EXAMPLES = {
+    "cidr": "[10.0.0.0/8]",
+    "domain": "[example.com]",
+    "command": "[curl]",
+    "uid": "[1000]",
+    "gid": "[1000]",
+}
+
+
+def _lists(doc: Doc, path: Path, value: object, kind: str) -> AllowDeny[Any]:
+    if value is None:
+        return AllowDeny()
+    if not isinstance(value, dict):
+        doc.error(path, f"expected a mapping with allow and/or deny lists, got {type_name(value)}")
+        return AllowDeny()
+    known = ("allow", "deny", "interval") if kind == "domain" else ("allow", "deny")
+    lists: dict[str, ListField[Any]] = {}
+    for key, element in value.items():
+        where = (*path, key)
+        if key not in known:
+            doc.unknown_key(where, known)
+        elif key == "interval":
+            doc.warn(where, "ignored (deprecated): names are re-resolved when their TTL expires")
+        elif element is not None:  # 'allow:' with every item commented out
+            items = parse_items(doc, where, element, _PARSERS[kind], _EXAMPLES[kind])
+            if items is not None:
+                lists[key] = ListField(items, doc.origin(where))
+    return AllowDeny(lists.get("allow", ListField()), lists.get("deny", ListField()))
+
+
+def _default_allow(doc: Doc) -> ListField[Dest]:
+    origin = doc.origin(("network",), "network.cidr.allow (default)")
+    items = tuple(Item(parse_destination(t)[0], origin) for t in DEFAULT_CIDR_ALLOW)
+    return ListField(items, origin)
+
+
+def parse_legacy(doc: Doc, data: object) -> Optional[NamedPolicy]:
+    if not isinstance(data, dict):
+        doc.error((), f"expected a mapping with a network section, got {type_name(data)}")
+        return None
+    for key in data:
+        if key not in TOP_KEYS:
+            doc.unknown_key((key,), TOP_KEYS)
+        elif key in _IGNORED:
+            doc.warn((key,), f"ignored: {_IGNORED[key]}")
+    network = data.get("network") or {}
+    if not isinstance(network, dict):
+        doc.error(("network",), f"expected a mapping, got {type_name(network)}")
+        return None
+
+    sections: dict[str, AllowDeny[Any]] = {}
+    mode: Optional[Item[str]] = None
+    target = "host"
+    enabled = True
+    for key, value in network.items():
+        where: Path = ("network", key)
+        if key not in NETWORK_KEYS:
+            doc.unknown_key(where, NETWORK_KEYS)
+        elif key == "enable":
+            if isinstance(value, bool):
+                enabled = value
+            else:
+                doc.error(where, f"expected true or false, got {type_name(value)}")
+        elif key == "mode":
+            try:
+                mode = Item(parse_mode(value), doc.origin(where))
+            except ValueError as e:
+                doc.error(where, str(e))
+        elif key == "target":
+            if value in ("host", "container"):
+                target = value
+            else:
+                shown = f"'{value}'" if isinstance(value, str) else type_name(value)
+                doc.error(where, f"{shown} is not a target: use host or container")
+        else:
+            sections[key] = _lists(doc, where, value, key)
+    if not enabled:
+        doc.warn(("network", "enable"), "network restriction is disabled: no policy is loaded")
+        return None
+    if mode is None:
+        doc.warn(
+            ("network",),
+            "network.mode is not set: the legacy default is monitor (report, never block)",
+        )
+        mode = Item("monitor", doc.origin(("network",), "network.mode (default monitor)"))
+
+    cidr = sections.get("cidr", AllowDeny())
+    domain = sections.get("domain", AllowDeny())
+    cidr_given = isinstance(network.get("cidr"), dict) and "allow" in network["cidr"]
+    allow = cidr.allow if cidr_given else _default_allow(doc)
+    spec = PolicySpec(
+        origin=Origin(doc.file, 1, "policy"),
+        mode=mode,
+        network=AllowDeny(allow.extended(domain.allow), cidr.deny.extended(domain.deny)),
+        command=sections.get("command", AllowDeny()),
+        uid=sections.get("uid", AllowDeny()),
+        gid=sections.get("gid", AllowDeny()),
+    )
+    if target == "container":
+        return NamedPolicy(
+            CONTAINER_POLICY_NAME, CONTAINER_UNITS, spec, (doc.file,), POLICY_FOREIGN_MNTNS_ONLY
+        )
+    return NamedPolicy(HOST_POLICY_NAME, (), spec, (doc.file,))
+
+
+def load_legacy_yaml(path: str) -> PolicySet:
+    """A legacy YAML file as a PolicySet: a host policy (target: host) or one
+    unit policy for the container scopes (target: container). Raises
+    ConfigError listing every problem."""
+    report = Report()
+    text = read_text(path, report)
+    composed = compose_yaml(path, text, report) if text is not None else None
+    policy: Optional[NamedPolicy] = None
+    if composed is not None:
+        data, lines = composed
+        policy = parse_legacy(Doc(path, lines, report), data)
+    report.raise_if_errors()
+    host = policy if policy is not None and policy.name == HOST_POLICY_NAME else None
+    units = [policy] if policy is not None and host is None else []
+    return PolicySet(host, units, warnings=report.warnings, files=[path])

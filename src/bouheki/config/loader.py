@@ -1,0 +1,211 @@
+"""Finding and loading the whole configuration (DESIGN.md section 2).
+
+The main file holds [daemon] settings and an optional [host] policy. Unit
+policies are units/<unit>.toml plus drop-ins units/<unit>.d/*.toml, found in
+the search directories with systemd's rules: a file in a later directory
+replaces the same-named file of an earlier one; a file that is empty or a
+symlink to /dev/null masks (for a unit file: the whole unit policy, its
+drop-ins included); drop-ins apply in lexical order of their file names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Optional, Union
+
+from bouheki.config.document import Doc
+from bouheki.config.errors import Report
+from bouheki.config.legacy_yaml import load_legacy_yaml
+from bouheki.config.policy_toml import parse_policy
+from bouheki.config.policyset import HOST_POLICY_NAME, NamedPolicy, PolicySet
+from bouheki.config.settings import DaemonSettings, parse_settings
+from bouheki.config.toml_file import parse_toml, read_toml
+from bouheki.config.values import check_unit_name
+from bouheki.policy.env import Environment
+from bouheki.policy.lower import lower
+from bouheki.policy.model import PolicySpec
+from bouheki.policy.tables import MAX_RULES
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+DEFAULT_MAIN_FILE = "/etc/bouheki/bouheki.toml"
+DEFAULT_SEARCH_DIRS = ("/usr/lib/bouheki", "/run/bouheki", "/etc/bouheki")
+UNITS_DIR = "units"
+MAIN_KEYS = ("daemon", "host")
+_SUFFIX = ".toml"
+_DROPIN_DIR_SUFFIX = ".d"
+
+
+def is_masked(path: str) -> bool:
+    """systemd's masking: a symlink to /dev/null, or an empty file."""
+    if os.path.realpath(path) == os.devnull:
+        return True
+    try:
+        return os.path.isfile(path) and os.path.getsize(path) == 0
+    except OSError:
+        return False
+
+
+def _listdir(path: str, report: Report) -> list[str]:
+    try:
+        return sorted(e for e in os.listdir(path) if not e.startswith("."))
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        report.error(path, 0, f"cannot list directory: {e.strerror or e}")
+        return []
+
+
+def find_unit_files(
+    search_dirs: Sequence[PathLike], report: Report
+) -> dict[str, tuple[Optional[str], list[str]]]:
+    """unit -> (its unit file or None, its drop-ins in the order they apply).
+
+    Masked files are left out; a masked unit file leaves the unit out.
+    """
+    mains: dict[str, str] = {}
+    dropins: dict[str, dict[str, str]] = {}
+    for directory in search_dirs:
+        units = os.path.join(os.fspath(directory), UNITS_DIR)
+        if not os.path.isdir(units):
+            continue
+        for entry in _listdir(units, report):
+            full = os.path.join(units, entry)
+            if os.path.isdir(full):
+                if entry.endswith(_DROPIN_DIR_SUFFIX):
+                    found = dropins.setdefault(entry[: -len(_DROPIN_DIR_SUFFIX)], {})
+                    for name in _listdir(full, report):
+                        if name.endswith(_SUFFIX) and not os.path.isdir(os.path.join(full, name)):
+                            found[name] = os.path.join(full, name)
+            elif entry.endswith(_SUFFIX):
+                mains[entry[: -len(_SUFFIX)]] = full
+    out: dict[str, tuple[Optional[str], list[str]]] = {}
+    for unit in sorted(set(mains) | set(dropins)):
+        main = mains.get(unit)
+        if main is not None and is_masked(main):
+            continue
+        files = [p for _, p in sorted(dropins.get(unit, {}).items()) if not is_masked(p)]
+        if main is None and not files:
+            continue
+        out[unit] = (main, files)
+    return out
+
+
+def _read_policy_file(path: str, report: Report) -> Optional[PolicySpec]:
+    parsed = read_toml(path, report)
+    if parsed is None:
+        return None
+    data, lines = parsed
+    return parse_policy(Doc(path, lines, report), data)
+
+
+def parse_policy_text(text: str, file: str = "<policy>") -> PolicySpec:
+    """One policy from TOML text (tests, tools, `check-config` of a snippet).
+    Raises ConfigError listing every problem."""
+    report = Report()
+    parsed = parse_toml(file, text, report)
+    spec = parse_policy(Doc(file, parsed[1], report), parsed[0]) if parsed else None
+    if spec is not None:
+        check_rule_count(NamedPolicy(file, (), spec, (file,)), report)
+    report.raise_if_errors()
+    assert spec is not None
+    return spec
+
+
+def check_rule_count(policy: NamedPolicy, report: Report) -> None:
+    """Reports a policy lowering to more rules than the kernel holds, at the
+    first rule over the limit."""
+    lowered, _ = lower(policy.spec, Environment())
+    if len(lowered.rules) <= MAX_RULES:
+        return
+    first = lowered.rules[MAX_RULES].origin
+    report.error(
+        first.file,
+        first.line,
+        f"too many rules: the policy for {policy.name} has {len(lowered.rules)} rules "
+        f"([[rule]] entries plus those of the simple form), at most {MAX_RULES} are "
+        f"allowed; {first.text} is rule {MAX_RULES + 1}",
+    )
+
+
+def load_unit_policies(search_dirs: Sequence[PathLike], report: Report) -> list[NamedPolicy]:
+    policies: list[NamedPolicy] = []
+    for unit, (main, dropins) in find_unit_files(search_dirs, report).items():
+        files = ([main] if main else []) + dropins
+        problem = check_unit_name(unit)
+        if problem:
+            report.error(files[0], 0, problem)
+            continue
+        spec: Optional[PolicySpec] = None
+        complete = True
+        for path in files:
+            part = _read_policy_file(path, report)
+            if part is None:
+                complete = False
+            elif spec is None:
+                spec = part
+            else:
+                spec = spec.merged(part)
+        if spec is None or not complete:
+            continue
+        policy = NamedPolicy(unit, (unit,), spec, tuple(files))
+        check_rule_count(policy, report)
+        policies.append(policy)
+    return policies
+
+
+def load_main_file(
+    path: str, report: Report, required: bool
+) -> tuple[DaemonSettings, Optional[NamedPolicy]]:
+    if not required and not os.path.exists(path):
+        return DaemonSettings(), None
+    parsed = read_toml(path, report)
+    if parsed is None:
+        return DaemonSettings(), None
+    data, lines = parsed
+    doc = Doc(path, lines, report)
+    settings = DaemonSettings()
+    host: Optional[NamedPolicy] = None
+    for key, value in data.items():
+        if key not in MAIN_KEYS:
+            doc.unknown_key((key,), MAIN_KEYS)
+        elif key == "daemon":
+            settings = parse_settings(doc, value)
+        elif not isinstance(value, dict):
+            doc.error((key,), "expected a table ([host]) holding a policy")
+        else:
+            host = NamedPolicy(HOST_POLICY_NAME, (), parse_policy(doc, value, ("host",)), (path,))
+            check_rule_count(host, report)
+    return settings, host
+
+
+def load_policy_set(
+    main_file: Optional[PathLike] = None,
+    search_dirs: Sequence[PathLike] = DEFAULT_SEARCH_DIRS,
+) -> PolicySet:
+    """The main file (default /etc/bouheki/bouheki.toml, which may be absent;
+    a file named explicitly must exist) and every unit policy.
+
+    Raises ConfigError listing every problem found; nothing is partially
+    loaded.
+    """
+    report = Report()
+    path = DEFAULT_MAIN_FILE if main_file is None else os.fspath(main_file)
+    settings, host = load_main_file(path, report, required=main_file is not None)
+    units = load_unit_policies(search_dirs, report)
+    report.raise_if_errors()
+    files = [path] if os.path.exists(path) else []
+    for policy in units:
+        files += policy.files
+    return PolicySet(host, units, settings, report.warnings, files)
+
+
+def load(
+    config: Optional[PathLike] = None, search_dirs: Sequence[PathLike] = DEFAULT_SEARCH_DIRS
+) -> PolicySet:
+    """`bouheki --config FILE`: a .yaml/.yml file is the legacy format (and
+    the only file read); anything else is the main TOML file."""
+    if config is not None and os.fspath(config).endswith((".yaml", ".yml")):
+        return load_legacy_yaml(os.fspath(config))
+    return load_policy_set(config, search_dirs)

@@ -1,0 +1,74 @@
+"""The [daemon] table of bouheki.toml."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bouheki.config.document import Doc
+from bouheki.config.toml_lines import Path
+from bouheki.config.values import type_name
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    # Emit events (journal) for allowed connections too, not only blocks.
+    log_allowed: bool = False
+    # At most this many events per unit per interval reach the journal; the
+    # rest are counted and reported as suppressed. 0: no limit.
+    event_rate_limit: int = 100
+    event_rate_interval: float = 10.0  # seconds
+    # Domain names: an answer's TTL is clamped to [dns_min_ttl, dns_max_ttl];
+    # an address that left the answers stays allowed/denied for dns_grace
+    # seconds more, for connections that resolved it just before.
+    dns_min_ttl: int = 30
+    dns_max_ttl: int = 3600
+    dns_grace: int = 300
+    # Bounds what one name can add to the kernel tables.
+    max_addresses_per_name: int = 64
+
+
+def _check(name: str, value: Any, expected: type) -> str | None:
+    if expected is bool:
+        if not isinstance(value, bool):
+            return f"expected true or false, got {type_name(value)}"
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float) if expected is float else int):
+        kind = "a number" if expected is float else "an integer"
+        return f"expected {kind}, got {type_name(value)}"
+    if value < 0:
+        return f"{value} is negative"
+    if name == "max_addresses_per_name" and value == 0:
+        return "must be at least 1"
+    if name == "event_rate_interval" and value == 0:
+        return "must be more than 0"
+    return None
+
+
+def parse_settings(doc: Doc, table: object, path: Path = ("daemon",)) -> DaemonSettings:
+    if not isinstance(table, Mapping):
+        doc.error(path, f"expected a table ([daemon]), got {type_name(table)}")
+        return DaemonSettings()
+    fields = {f.name: f for f in dataclasses.fields(DaemonSettings)}
+    types = {"log_allowed": bool, "event_rate_interval": float}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        where = (*path, key)
+        if key not in fields:
+            doc.unknown_key(where, fields)
+            continue
+        problem = _check(key, value, types.get(key, int))
+        if problem:
+            doc.error(where, problem)
+        else:
+            values[key] = float(value) if key == "event_rate_interval" else value
+    settings = DaemonSettings(**values)
+    if settings.dns_min_ttl > settings.dns_max_ttl:
+        doc.error(
+            (*path, "dns_min_ttl"),
+            f"dns_min_ttl ({settings.dns_min_ttl}) is greater than dns_max_ttl "
+            f"({settings.dns_max_ttl})",
+        )
+    return settings

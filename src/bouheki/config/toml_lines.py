@@ -1,0 +1,261 @@
+"""Line numbers for the keys and values of a TOML document.
+
+tomllib returns plain dicts without positions, but a policy error must point
+at its line. This scanner walks the text (already known to be valid TOML,
+since tomllib parsed it first) and records the line where each path starts:
+('network', 'deny') for a key, ('network', 'deny', 1) for an array element,
+('rule', 2) for the third [[rule]] header. It is deliberately lenient: if it
+gets lost, the paths seen so far keep their lines and the rest fall back to
+their closest recorded parent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Union
+
+try:  # pragma: no cover - depends on the Python version
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[no-redef]
+
+PathPart = Union[str, int]
+Path = tuple[PathPart, ...]
+
+_BARE_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_SCALAR_END = frozenset(",]}\n#")
+
+
+class LineMap:
+    """Path -> line, with lookups falling back to the nearest parent path."""
+
+    def __init__(self, lines: dict[Path, int] | None = None, default: int = 1) -> None:
+        self._lines: dict[Path, int] = dict(lines or {})
+        self.default = default
+
+    def record(self, path: Path, line: int) -> None:
+        self._lines.setdefault(path, line)
+
+    def line(self, path: Sequence[PathPart]) -> int:
+        p = tuple(path)
+        while p:
+            if p in self._lines:
+                return self._lines[p]
+            p = p[:-1]
+        return self.default
+
+    def exact(self, path: Sequence[PathPart]) -> int | None:
+        return self._lines.get(tuple(path))
+
+
+class _Lost(Exception):
+    pass
+
+
+class _Scanner:
+    def __init__(self, text: str) -> None:
+        self.s = text
+        self.i = 0
+        self.lineno = 1
+        self.map = LineMap()
+        # resolved array-of-tables path -> index of its current element
+        self.aot_current: dict[Path, int] = {}
+
+    # -- low level ---------------------------------------------------------
+    def eof(self) -> bool:
+        return self.i >= len(self.s)
+
+    def peek(self) -> str:
+        return self.s[self.i] if self.i < len(self.s) else ""
+
+    def startswith(self, token: str) -> bool:
+        return self.s.startswith(token, self.i)
+
+    def advance_to(self, j: int) -> None:
+        self.lineno += self.s.count("\n", self.i, j)
+        self.i = j
+
+    def expect(self, token: str) -> None:
+        if not self.startswith(token):
+            raise _Lost
+        self.advance_to(self.i + len(token))
+
+    def skip_ws(self) -> None:
+        while self.peek() in (" ", "\t"):
+            self.i += 1
+
+    def skip_blank(self) -> None:
+        """Whitespace, newlines and comments."""
+        while not self.eof():
+            c = self.peek()
+            if c in " \t\r\n":
+                self.advance_to(self.i + 1)
+            elif c == "#":
+                end = self.s.find("\n", self.i)
+                self.advance_to(len(self.s) if end < 0 else end)
+            else:
+                return
+
+    def record(self, path: Path) -> None:
+        for k in range(1, len(path)):
+            self.map.record(path[:k], self.lineno)
+        self.map.record(path, self.lineno)
+
+    # -- keys --------------------------------------------------------------
+    def simple_key(self) -> str:
+        c = self.peek()
+        if c in ('"', "'"):
+            start = self.i
+            self.string()
+            raw = self.s[start : self.i]
+            return str(tomllib.loads("k = " + raw)["k"])
+        j = self.i
+        while j < len(self.s) and self.s[j] in _BARE_KEY_CHARS:
+            j += 1
+        if j == self.i:
+            raise _Lost
+        key = self.s[self.i : j]
+        self.i = j
+        return key
+
+    def dotted_key(self) -> list[str]:
+        parts = [self.simple_key()]
+        while True:
+            self.skip_ws()
+            if self.peek() != ".":
+                return parts
+            self.i += 1
+            self.skip_ws()
+            parts.append(self.simple_key())
+
+    def resolve(self, raw: Sequence[str]) -> Path:
+        out: Path = ()
+        for part in raw:
+            out = (*out, part)
+            if out in self.aot_current:
+                out = (*out, self.aot_current[out])
+        return out
+
+    # -- values ------------------------------------------------------------
+    def string(self) -> None:
+        for quote in ('"""', "'''"):
+            if self.startswith(quote):
+                j = self.i + 3
+                while True:
+                    if quote == '"""' and self.s[j] == "\\":
+                        j += 2
+                        continue
+                    if self.s.startswith(quote, j):
+                        # Up to two more quotes still belong to the content.
+                        k = 3
+                        while k < 5 and self.s.startswith(quote[0], j + k):
+                            k += 1
+                        j += k
+                        break
+                    j += 1
+                self.advance_to(j)
+                return
+        quote = self.peek()
+        j = self.i + 1
+        while self.s[j] != quote:
+            if quote == '"' and self.s[j] == "\\":
+                j += 1
+            if self.s[j] == "\n":
+                raise _Lost
+            j += 1
+        self.i = j + 1
+
+    def value(self, path: Path) -> None:
+        c = self.peek()
+        if c in ('"', "'"):
+            self.string()
+        elif c == "[":
+            self.array(path)
+        elif c == "{":
+            self.inline_table(path)
+        else:
+            j = self.i
+            while j < len(self.s) and self.s[j] not in _SCALAR_END:
+                j += 1
+            if j == self.i:
+                raise _Lost
+            self.i = j
+
+    def array(self, path: Path) -> None:
+        self.expect("[")
+        index = 0
+        while True:
+            self.skip_blank()
+            if self.peek() == "]":
+                self.i += 1
+                return
+            self.record((*path, index))
+            self.value((*path, index))
+            self.skip_blank()
+            if self.peek() == ",":
+                self.i += 1
+                index += 1
+            elif self.peek() != "]":
+                raise _Lost
+
+    def inline_table(self, path: Path) -> None:
+        self.expect("{")
+        while True:
+            self.skip_blank()
+            if self.peek() == "}":
+                self.i += 1
+                return
+            self.key_value(path)
+            self.skip_blank()
+            if self.peek() == ",":
+                self.i += 1
+            elif self.peek() != "}":
+                raise _Lost
+
+    def key_value(self, table: Path) -> None:
+        line = self.lineno
+        key = self.dotted_key()
+        self.skip_ws()
+        self.expect("=")
+        self.skip_ws()
+        path = (*table, *key)
+        for k in range(len(table) + 1, len(path) + 1):
+            self.map.record(path[:k], line)
+        self.value(path)
+
+    # -- document ----------------------------------------------------------
+    def document(self) -> None:
+        table: Path = ()
+        while True:
+            self.skip_blank()
+            if self.eof():
+                return
+            if self.startswith("[["):
+                self.i += 2
+                self.skip_ws()
+                raw = self.dotted_key()
+                self.expect("]]")
+                parent = self.resolve(raw[:-1])
+                array = (*parent, raw[-1])
+                index = self.aot_current.get(array, -1) + 1
+                self.aot_current[array] = index
+                table = (*array, index)
+                self.record(table)
+            elif self.startswith("["):
+                self.i += 1
+                self.skip_ws()
+                raw = self.dotted_key()
+                self.expect("]")
+                table = self.resolve(raw)
+                self.record(table)
+            else:
+                self.key_value(table)
+
+
+def scan_toml_lines(text: str) -> LineMap:
+    scanner = _Scanner(text)
+    # If lost, keep what was found: lookups fall back to parent paths.
+    with contextlib.suppress(_Lost, IndexError, tomllib.TOMLDecodeError):
+        scanner.document()
+    return scanner.map

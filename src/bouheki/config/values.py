@@ -1,0 +1,223 @@
+"""Validation of single configuration values, shared by the TOML and YAML readers.
+
+Each parser returns the model value or raises ValueError with a message meant
+for the operator (the caller prefixes it with file, line and key path).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Optional, Union
+
+from bouheki.policy.model import AddressSet, Dest, DomainName, fold_mapped
+from bouheki.policy.tables import COMM_LEN, Action, Proto
+
+ADDRESS_SETS = ("lan", "loopback", "link-local", "multicast")
+MAX_ID = 2**32 - 2  # (uid_t)-1 means "no id" to the kernel
+MAX_COMM = COMM_LEN - 1
+
+_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
+_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+
+# Unit types that own a cgroup: only these can hold processes to judge.
+UNIT_SUFFIXES = (".service", ".scope", ".slice", ".socket", ".mount", ".swap")
+_UNIT_CHARS = re.compile(r"^[A-Za-z0-9:_.\\@*?\[\]!-]+$")
+
+
+def type_name(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if value is None:
+        return "null"
+    return f"a {type(value).__name__}"
+
+
+def parse_domain_name(text: str) -> Optional[DomainName]:
+    name = text.lower()
+    if name.endswith("."):
+        name = name[:-1]
+    if not name or len(name) > 253:
+        return None
+    labels = name.split(".")
+    if not all(_LABEL.match(label) for label in labels):
+        return None
+    # A numeric last label means a mistyped address (10.0.1.300), never a name.
+    if labels[-1].isdigit():
+        return None
+    return DomainName(name)
+
+
+def parse_destination(value: object, *, allow_host_bits: bool = False) -> tuple[Dest, str | None]:
+    """A CIDR, an address, a domain name or an @set, plus an optional warning.
+
+    allow_host_bits: accept '10.0.1.1/24' as 10.0.1.0/24 with a warning (the
+    legacy YAML format did); the TOML format rejects it.
+    """
+    if not isinstance(value, str):
+        raise ValueError(
+            f"expected a string (address, network, domain name or @set), got {type_name(value)}"
+        )
+    text = value.strip()
+    if text.startswith("@"):
+        if text[1:] in ADDRESS_SETS:
+            return AddressSet(text[1:]), None
+        known = ", ".join("@" + s for s in ADDRESS_SETS)
+        raise ValueError(f"'{value}' is not a known address set (known: {known})")
+    try:
+        return fold_mapped(ipaddress.ip_network(text)), None
+    except ValueError:
+        pass
+    if "/" in text:
+        try:
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            pass
+        else:
+            host = ipaddress.ip_network(text.split("/", 1)[0])
+            if allow_host_bits:
+                return fold_mapped(loose), f"'{value}' has host bits set; using {loose}"
+            raise ValueError(
+                f"'{value}' has host bits set: write '{loose}' for the network "
+                f"or '{host}' for the single address"
+            )
+    name = parse_domain_name(text)
+    if name is None:
+        raise ValueError(f"'{value}' is not an IP address, network or domain name")
+    return name, None
+
+
+def parse_port_range(value: object) -> tuple[int, int]:
+    if isinstance(value, bool):
+        raise ValueError(
+            f"expected a port number or a range like '8000-8100', got {type_name(value)}"
+        )
+    if isinstance(value, int):
+        lo = hi = value
+    elif isinstance(value, str):
+        match = _RANGE.match(value)
+        if match:
+            lo, hi = int(match.group(1)), int(match.group(2))
+        elif value.strip().isdigit():
+            lo = hi = int(value)
+        else:
+            raise ValueError(f"'{value}' is not a port number or a range like '8000-8100'")
+    else:
+        raise ValueError(
+            f"expected a port number or a range like '8000-8100', got {type_name(value)}"
+        )
+    for port in (lo, hi):
+        if port == 0:
+            raise ValueError("port 0 is not allowed: connects to port 0 are never judged")
+        if not 0 < port <= 65535:
+            raise ValueError(f"port {port} is out of range 1-65535")
+    if lo > hi:
+        raise ValueError(f"'{value}' is a reversed range: write '{hi}-{lo}'")
+    return lo, hi
+
+
+def parse_id(value: object, kind: str) -> int:
+    """A uid or gid as the kernel sees it (initial user namespace)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(
+            f"expected a numeric {kind}, got {type_name(value)} (names are not resolved)"
+        )
+    if value < 0 or value > MAX_ID:
+        raise ValueError(f"{value} is not a valid {kind}: must be 0..{MAX_ID}")
+    return value
+
+
+def parse_comm(value: object) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a command name (string), got {type_name(value)}")
+    raw = value.encode("utf-8")
+    if not raw:
+        raise ValueError("a command name cannot be empty")
+    if b"\0" in raw:
+        raise ValueError("a command name cannot contain a NUL character")
+    if len(raw) > MAX_COMM:
+        short = raw[:MAX_COMM].decode("utf-8", "replace")
+        raise ValueError(
+            f"'{value}' is {len(raw)} bytes long, but the kernel keeps only the first "
+            f"{MAX_COMM} bytes of a command name (comm), so it could never match: "
+            f"write '{short}', or match the executable with exe"
+        )
+    return raw
+
+
+def parse_exe_path(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected an absolute path, got {type_name(value)}")
+    if not value.startswith("/"):
+        raise ValueError(f"'{value}' is not an absolute path")
+    if "\0" in value:
+        raise ValueError("a path cannot contain a NUL character")
+    return value
+
+
+def parse_action(value: object) -> Action:
+    # 'deny' is accepted because the simple form says deny for the same thing.
+    actions = {"allow": Action.ALLOW, "block": Action.BLOCK, "deny": Action.BLOCK}
+    if isinstance(value, str) and value in actions:
+        return actions[value]
+    shown = f"'{value}'" if isinstance(value, str) else type_name(value)
+    raise ValueError(f"{shown} is not an action: use allow or block")
+
+
+def parse_mode(value: object) -> str:
+    if isinstance(value, str) and value in ("block", "monitor"):
+        return value
+    shown = f"'{value}'" if isinstance(value, str) else type_name(value)
+    raise ValueError(f"{shown} is not a mode: use block or monitor")
+
+
+def parse_protocol(value: object) -> Optional[int]:
+    """A Proto value, or None for any protocol."""
+    protocols: dict[str, Optional[int]] = {"tcp": Proto.TCP, "udp": Proto.UDP, "any": None}
+    if isinstance(value, str) and value in protocols:
+        return protocols[value]
+    shown = f"'{value}'" if isinstance(value, str) else type_name(value)
+    raise ValueError(f"{shown} is not a protocol: use tcp, udp or any")
+
+
+def is_unit_pattern(unit: str) -> bool:
+    return any(c in unit for c in "*?[")
+
+
+def unit_glob(unit: str) -> Optional[str]:
+    """The shell pattern a policy name stands for, or None for one exact unit.
+
+    A template name (foo@.service) covers all its instances, as systemd's
+    drop-ins for templates do.
+    """
+    if is_unit_pattern(unit):
+        return unit
+    at = unit.find("@")
+    if at >= 0 and unit[at + 1 :].startswith("."):
+        return unit[: at + 1] + "*" + unit[at + 1 :]
+    return None
+
+
+def check_unit_name(unit: str) -> Union[str, None]:
+    """None if `unit` is a usable unit name or pattern, else the problem."""
+    if not unit or len(unit) > 255:
+        return f"'{unit}' is not a unit name"
+    if not _UNIT_CHARS.match(unit):
+        return f"'{unit}' is not a unit name: it contains characters systemd does not allow"
+    if not unit.endswith(UNIT_SUFFIXES):
+        types = ", ".join(UNIT_SUFFIXES)
+        return f"'{unit}' is not a unit name with a cgroup: policies apply to units of type {types}"
+    stem = unit.rsplit(".", 1)[0]
+    if not stem:
+        return f"'{unit}' is not a unit name"
+    return None

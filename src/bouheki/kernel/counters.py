@@ -1,0 +1,68 @@
+"""Sum the per-CPU counters the hooks keep."""
+
+from __future__ import annotations
+
+import ctypes as ct
+from dataclasses import dataclass
+from typing import Any
+
+from ..policy.tables import MAX_RULES
+from . import layout
+
+
+@dataclass
+class RuleCount:
+    hits: int = 0
+    blocked: int = 0
+    would_block: int = 0
+
+    def __iadd__(self, other: RuleCount) -> RuleCount:
+        self.hits += other.hits
+        self.blocked += other.blocked
+        self.would_block += other.would_block
+        return self
+
+
+@dataclass
+class GlobalCounts:
+    checks: int = 0
+    events: int = 0
+    events_lost: int = 0
+    no_state: int = 0
+    scope_inherit: int = 0
+
+
+class CounterReader:
+    def __init__(self, programs: Any) -> None:
+        self._rules = programs["counters"]
+        self._global = programs["gcounters"]
+
+    def global_counts(self) -> GlobalCounts:
+        def total(slot: int) -> int:
+            return int(sum(v.value for v in self._global[ct.c_int(slot)]))
+
+        return GlobalCounts(
+            checks=total(layout.G_CHECKS),
+            events=total(layout.G_EVENTS),
+            events_lost=total(layout.G_EVENTS_LOST),
+            no_state=total(layout.G_NO_STATE),
+            scope_inherit=total(layout.G_SCOPE_INHERIT),
+        )
+
+    def rule(self, policy_id: int, rule: int) -> RuleCount:
+        """rule == MAX_RULES is the policy's default."""
+        out = RuleCount()
+        for v in self._rules[ct.c_int(policy_id * (MAX_RULES + 1) + rule)]:
+            out += RuleCount(int(v.hits), int(v.blocked), int(v.would_block))
+        return out
+
+    def policy(self, policy_id: int, rule_count: int) -> list[RuleCount]:
+        """Counters of rules 0..rule_count-1, then the default."""
+        rules = [self.rule(policy_id, r) for r in range(rule_count)]
+        return [*rules, self.rule(policy_id, MAX_RULES)]
+
+    def reset_policy(self, policy_id: int) -> None:
+        """A policy whose rules changed starts counting afresh."""
+        for r in range(MAX_RULES + 1):
+            idx = ct.c_int(policy_id * (MAX_RULES + 1) + r)
+            self._rules[idx] = self._rules.Leaf(*([layout.Counter()] * self._rules.total_cpu))

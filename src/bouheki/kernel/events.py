@@ -1,0 +1,105 @@
+"""Typed events from the hooks' ring buffer."""
+
+from __future__ import annotations
+
+import ctypes as ct
+import ipaddress
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..policy.tables import Hook, Verdict
+from . import layout
+
+PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
+
+
+@dataclass(frozen=True)
+class KernelEvent:
+    ts_ns: int
+    cgroup_id: int
+    pid: int
+    tid: int
+    uid: int
+    gid: int
+    comm: str
+    exe_dev: int
+    exe_ino: int
+    policy_id: int
+    gen: int
+    rule: int
+    verdict: Verdict
+    hook: Hook
+    family: int
+    protocol: int
+    daddr: str
+    dport: int
+
+    @property
+    def protocol_name(self) -> str:
+        return PROTO_NAMES.get(self.protocol, str(self.protocol))
+
+
+def decode(raw: layout.Event) -> KernelEvent:
+    if raw.family == socket.AF_INET:
+        addr = str(ipaddress.IPv4Address(bytes(raw.daddr[:4])))
+    else:
+        addr = str(ipaddress.IPv6Address(bytes(raw.daddr)))
+    return KernelEvent(
+        ts_ns=raw.ts_ns,
+        cgroup_id=raw.cgroup_id,
+        pid=raw.pid,
+        tid=raw.tid,
+        uid=raw.uid,
+        gid=raw.gid,
+        comm=raw.comm.decode(errors="replace"),
+        exe_dev=raw.exe_dev,
+        exe_ino=raw.exe_ino,
+        policy_id=raw.policy,
+        gen=raw.gen,
+        rule=raw.rule,
+        verdict=Verdict(raw.verdict),
+        hook=Hook(raw.hook),
+        family=raw.family,
+        protocol=raw.proto,
+        daddr=addr,
+        dport=raw.dport,
+    )
+
+
+class EventReader:
+    """Polls the ring buffer on a thread of its own (bcc offers no fd to
+    await) and hands each decoded event to a callback."""
+
+    def __init__(self, programs: Any, callback: Callable[[KernelEvent], None]) -> None:
+        self._bpf = programs.bpf
+        self._callback = callback
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        programs["events"].open_ring_buffer(self._on_raw)
+
+    def _on_raw(self, _ctx: Any, data: Any, _size: int) -> int:
+        raw = ct.cast(data, ct.POINTER(layout.Event)).contents
+        self._callback(decode(raw))
+        return 0
+
+    def poll(self, timeout_ms: int = 100) -> None:
+        self._bpf.ring_buffer_poll(timeout_ms)
+
+    def drain(self) -> None:
+        self._bpf.ring_buffer_consume()
+
+    def start(self) -> None:
+        def run() -> None:
+            while not self._stop.is_set():
+                self._bpf.ring_buffer_poll(200)
+
+        self._thread = threading.Thread(target=run, name="bouheki-events", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)

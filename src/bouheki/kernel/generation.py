@@ -1,0 +1,197 @@
+"""Atomic policy swap: write a whole new generation, flip one value, delete the old.
+
+A hook reads state.active_gen once and uses it for every lookup, so it sees
+the old or the new policy, never a mix. A failure while writing leaves the
+running generation untouched and removes what was written.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..policy.tables import PolicyTables
+from . import layout, pack
+
+GEN_MAX = 0xFFFFFFFF
+
+
+class MapIO(Protocol):
+    """The few map operations the swap needs, by map name."""
+
+    def update(self, name: str, key: ct.Structure, value: ct.Structure | ct.c_uint64) -> None: ...
+    def delete(self, name: str, key: ct.Structure) -> None: ...
+    def scope_keys(self) -> Iterable[layout.ScopeKey]: ...
+    def read_state(self) -> layout.State: ...
+    def read_patterns(self) -> list[layout.Pattern]: ...
+    def write_state(self, state: layout.State) -> None: ...
+
+
+@dataclass(frozen=True)
+class UnitName:
+    """A unit with a policy whose cgroup may not exist yet: name under parent."""
+
+    parent_id: int
+    name: str
+    policy: int
+
+
+@dataclass(frozen=True)
+class UnitPattern:
+    """PREFIX*SUFFIX under parent (0: anywhere), for cgroups yet to be created."""
+
+    parent_id: int
+    prefix: str
+    suffix: str
+    policy: int
+
+
+class ApplyError(RuntimeError):
+    """The new generation could not be written; the running one still enforces."""
+
+
+class ScopeSink:
+    """Receives cgroup -> policy assignments while the new generation is pending.
+    Writes go straight to the kernel, so a cgroup walk that writes a parent
+    before listing its children cannot miss a child created meanwhile: the
+    cgroup_mkdir program copies the parent's pending entry to it."""
+
+    def __init__(self, io: MapIO, gen: int, written: list[tuple[str, ct.Structure]]) -> None:
+        self._io = io
+        self._gen = gen
+        self._written = written
+        self.count = 0
+
+    def add(self, cgroup_id: int, policy_id: int) -> None:
+        name, key, value = pack.scope_entry(self._gen, cgroup_id, policy_id)
+        self._io.update(name, key, value)
+        self._written.append((name, key))
+        self.count += 1
+
+
+def next_gen(gen: int) -> int:
+    return 1 if gen >= GEN_MAX else gen + 1
+
+
+class GenerationSwap:
+    def __init__(self, io: MapIO, grace_s: float = 0.05) -> None:
+        self.io = io
+        # Hooks already running may still read the old generation: wait
+        # before deleting it. BPF LSM programs run for microseconds.
+        self.grace_s = grace_s
+        self._live: list[tuple[str, ct.Structure]] | None = None  # keys of the active gen
+
+    @property
+    def active_gen(self) -> int:
+        return int(self.io.read_state().active_gen)
+
+    def apply(
+        self,
+        tables: list[PolicyTables],
+        host_policy: int | None,
+        fill_scopes: Callable[[ScopeSink], None],
+        host_mntns: int = 0,
+        unit_names: Sequence[UnitName] = (),
+        patterns: Sequence[UnitPattern] = (),
+    ) -> int:
+        """Write tables as a new generation and make it active. Returns the generation."""
+        state = self.io.read_state()
+        old = int(state.active_gen)
+        gen = next_gen(old)
+        written: list[tuple[str, ct.Structure]] = []
+        state.pending_gen = gen
+        self.io.write_state(state)
+        try:
+            for t in tables:
+                for name, key, value in pack.entries(gen, t):
+                    self.io.update(name, key, value)
+                    written.append((name, key))
+            for u in unit_names:
+                key = layout.UnitKey(gen=gen, parent_id=u.parent_id, name=u.name.encode())
+                self.io.update("unit_names", key, layout.ScopeVal(policy=u.policy))
+                written.append(("unit_names", key))
+            self._write_patterns(gen, old, patterns)
+            sink = ScopeSink(self.io, gen, written)
+            if host_policy is not None:
+                sink.add(0, host_policy)
+            fill_scopes(sink)
+        except Exception as e:
+            self._delete(written)
+            self._delete_scopes_of(gen)
+            self._clear_patterns_of(gen)
+            state.pending_gen = 0
+            self.io.write_state(state)
+            raise ApplyError(f"writing generation {gen} failed: {e}") from e
+
+        state.active_gen = gen
+        state.pending_gen = 0
+        state.host_mntns = host_mntns
+        self.io.write_state(state)
+
+        if old:
+            time.sleep(self.grace_s)
+            if self._live is not None:
+                self._delete(self._live)
+            else:
+                self._delete_everything_of(old)
+            self._delete_scopes_of(old)
+            self._clear_patterns_of(old)
+        self._live = written
+        return gen
+
+    def clear(self) -> None:
+        """Stop enforcing: no generation active, every entry removed."""
+        state = self.io.read_state()
+        old = int(state.active_gen)
+        state.active_gen = 0
+        state.pending_gen = 0
+        self.io.write_state(state)
+        if self._live is not None:
+            self._delete(self._live)
+        self._delete_scopes_of(old)
+        self._clear_patterns_of(old)
+        self._live = None
+
+    def _write_patterns(self, gen: int, old: int, patterns: Sequence[UnitPattern]) -> None:
+        slots = self.io.read_patterns()
+        free = [i for i, p in enumerate(slots) if p.gen == 0 or p.gen != old]
+        if len(patterns) > min(len(free), layout.MAX_PATTERNS):
+            raise ApplyError(
+                f"{len(patterns)} unit patterns: the kernel checks at most {layout.MAX_PATTERNS}"
+            )
+        for slot, pat in zip(free, patterns):
+            value = layout.Pattern(
+                gen=gen,
+                policy=pat.policy,
+                parent_id=pat.parent_id,
+                prefix_len=len(pat.prefix.encode()),
+                suffix_len=len(pat.suffix.encode()),
+                prefix=pat.prefix.encode(),
+                suffix=pat.suffix.encode(),
+            )
+            self.io.update("patterns", ct.c_int(slot), value)  # type: ignore[arg-type]
+
+    def _clear_patterns_of(self, gen: int) -> None:
+        for i, p in enumerate(self.io.read_patterns()):
+            if p.gen == gen:
+                self.io.update("patterns", ct.c_int(i), layout.Pattern())  # type: ignore[arg-type]
+
+    def _delete(self, keys: list[tuple[str, ct.Structure]]) -> None:
+        for name, key in keys:
+            self.io.delete(name, key)
+
+    def _delete_scopes_of(self, gen: int) -> None:
+        # cgroup_mkdir adds entries the daemon never wrote.
+        stale = [k for k in self.io.scope_keys() if k.gen == gen]
+        for k in stale:
+            self.io.delete("scopes", k)
+
+    def _delete_everything_of(self, gen: int) -> None:
+        """After adopting state we did not write (a restart), find the old
+        generation's keys by scanning."""
+        scan = getattr(self.io, "keys_of_gen", None)
+        if scan is not None:
+            self._delete(list(scan(gen)))

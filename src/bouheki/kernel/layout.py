@@ -1,0 +1,179 @@
+"""ctypes mirrors of bpf/bouheki.h. tests/unit/test_layout.py compiles the
+header with the host compiler and checks every size and offset against these."""
+
+from __future__ import annotations
+
+import ctypes as ct
+
+from ..policy.tables import COMM_LEN
+
+
+class State(ct.Structure):
+    _fields_ = [
+        ("active_gen", ct.c_uint32),
+        ("pending_gen", ct.c_uint32),
+        ("host_mntns", ct.c_uint32),
+        ("flags", ct.c_uint32),
+    ]
+
+
+class ScopeKey(ct.Structure):
+    _fields_ = [("gen", ct.c_uint32), ("pad", ct.c_uint32), ("cgroup_id", ct.c_uint64)]
+
+
+class ScopeVal(ct.Structure):
+    _fields_ = [("policy", ct.c_uint32), ("flags", ct.c_uint32)]
+
+
+class PolicyKey(ct.Structure):
+    _fields_ = [("gen", ct.c_uint32), ("policy", ct.c_uint32)]
+
+
+class Policy(ct.Structure):
+    _fields_ = [
+        ("allow_bits", ct.c_uint64),
+        ("valid_bits", ct.c_uint64),
+        ("dst_default", ct.c_uint64),
+        ("port_default", ct.c_uint64),
+        ("comm_default", ct.c_uint64),
+        ("exe_default", ct.c_uint64),
+        ("uid_default", ct.c_uint64),
+        ("gid_default", ct.c_uint64),
+        ("flags", ct.c_uint32),
+        ("default_action", ct.c_uint32),
+    ]
+
+
+class Dst4Key(ct.Structure):
+    _fields_ = [
+        ("prefixlen", ct.c_uint32),
+        ("gen", ct.c_uint32),
+        ("policy", ct.c_uint32),
+        ("addr", ct.c_uint8 * 4),
+    ]
+
+
+class Dst6Key(ct.Structure):
+    _fields_ = [
+        ("prefixlen", ct.c_uint32),
+        ("gen", ct.c_uint32),
+        ("policy", ct.c_uint32),
+        ("addr", ct.c_uint8 * 16),
+    ]
+
+
+class PortKey(ct.Structure):
+    _fields_ = [
+        ("prefixlen", ct.c_uint32),
+        ("gen", ct.c_uint32),
+        ("policy", ct.c_uint32),
+        ("proto", ct.c_uint8),
+        ("port", ct.c_uint8 * 2),
+        ("pad", ct.c_uint8),
+    ]
+
+
+class CommKey(ct.Structure):
+    _fields_ = [("gen", ct.c_uint32), ("policy", ct.c_uint32), ("comm", ct.c_char * COMM_LEN)]
+
+
+class ExeKey(ct.Structure):
+    _fields_ = [
+        ("gen", ct.c_uint32),
+        ("policy", ct.c_uint32),
+        ("ino", ct.c_uint64),
+        ("dev", ct.c_uint32),
+        ("pad", ct.c_uint32),
+    ]
+
+
+class IdKey(ct.Structure):
+    _fields_ = [
+        ("gen", ct.c_uint32),
+        ("policy", ct.c_uint32),
+        ("id", ct.c_uint32),
+        ("pad", ct.c_uint32),
+    ]
+
+
+UNIT_NAME_LEN = 128
+MAX_PATTERNS = 16
+PATTERN_LEN = 32
+
+
+class UnitKey(ct.Structure):
+    _fields_ = [
+        ("gen", ct.c_uint32),
+        ("pad", ct.c_uint32),
+        ("parent_id", ct.c_uint64),
+        ("name", ct.c_char * UNIT_NAME_LEN),
+    ]
+
+
+class Pattern(ct.Structure):
+    _fields_ = [
+        ("gen", ct.c_uint32),
+        ("policy", ct.c_uint32),
+        ("parent_id", ct.c_uint64),
+        ("prefix_len", ct.c_uint32),
+        ("suffix_len", ct.c_uint32),
+        ("prefix", ct.c_char * PATTERN_LEN),
+        ("suffix", ct.c_char * PATTERN_LEN),
+    ]
+
+
+class Counter(ct.Structure):
+    _fields_ = [("hits", ct.c_uint64), ("blocked", ct.c_uint64), ("would_block", ct.c_uint64)]
+
+
+class Event(ct.Structure):
+    _fields_ = [
+        ("ts_ns", ct.c_uint64),
+        ("cgroup_id", ct.c_uint64),
+        ("exe_ino", ct.c_uint64),
+        ("exe_dev", ct.c_uint32),
+        ("pid", ct.c_uint32),
+        ("tid", ct.c_uint32),
+        ("uid", ct.c_uint32),
+        ("gid", ct.c_uint32),
+        ("policy", ct.c_uint32),
+        ("gen", ct.c_uint32),
+        ("dport", ct.c_uint16),
+        ("rule", ct.c_uint8),
+        ("verdict", ct.c_uint8),
+        ("hook", ct.c_uint8),
+        ("family", ct.c_uint8),
+        ("proto", ct.c_uint8),
+        ("pad", ct.c_uint8),
+        ("daddr", ct.c_uint8 * 16),
+        ("comm", ct.c_char * COMM_LEN),
+    ]
+
+
+# The header's struct name for each mirror, for the layout test.
+C_NAMES: dict[str, type[ct.Structure]] = {
+    "bh_state": State,
+    "bh_scope_key": ScopeKey,
+    "bh_scope_val": ScopeVal,
+    "bh_policy_key": PolicyKey,
+    "bh_policy": Policy,
+    "bh_dst4_key": Dst4Key,
+    "bh_dst6_key": Dst6Key,
+    "bh_port_key": PortKey,
+    "bh_comm_key": CommKey,
+    "bh_exe_key": ExeKey,
+    "bh_id_key": IdKey,
+    "bh_unit_key": UnitKey,
+    "bh_pattern": Pattern,
+    "bh_counter": Counter,
+    "bh_event": Event,
+}
+
+# Global counter slots (BH_G_* in the header).
+G_CHECKS = 0
+G_EVENTS = 1
+G_EVENTS_LOST = 2
+G_NO_STATE = 3
+G_SCOPE_INHERIT = 4
+G_SCOPE_NAMED = 5
+G_MAX = 8

@@ -1,0 +1,67 @@
+"""Pack compiled PolicyTables into the kernel's key/value structs of one generation."""
+
+from __future__ import annotations
+
+import ctypes as ct
+import ipaddress
+from collections.abc import Iterator
+
+from ..policy.tables import LPM_SCOPE_BITS, PORT_PROTO_BITS, PolicyTables
+from . import layout
+
+Entry = tuple[str, ct.Structure, ct.Structure | ct.c_uint64]
+
+
+def _mask(v: int) -> ct.c_uint64:
+    return ct.c_uint64(v)
+
+
+def policy_value(t: PolicyTables) -> layout.Policy:
+    return layout.Policy(
+        allow_bits=t.allow_bits,
+        valid_bits=t.valid_bits,
+        dst_default=t.dst_default,
+        port_default=t.port_default,
+        comm_default=t.comm_default,
+        exe_default=t.exe_default,
+        uid_default=t.uid_default,
+        gid_default=t.gid_default,
+        flags=t.flags,
+        default_action=int(t.default_action),
+    )
+
+
+def entries(gen: int, t: PolicyTables) -> Iterator[Entry]:
+    """(map name, key, value) for every entry of one policy in generation gen."""
+    pid = t.policy_id
+    yield "policies", layout.PolicyKey(gen=gen, policy=pid), policy_value(t)
+    for (addr, plen), mask in t.dst4.items():
+        k4 = layout.Dst4Key(prefixlen=LPM_SCOPE_BITS + plen, gen=gen, policy=pid)
+        k4.addr[:] = ipaddress.IPv4Address(addr).packed
+        yield "dst4", k4, _mask(mask)
+    for (addr, plen), mask in t.dst6.items():
+        k6 = layout.Dst6Key(prefixlen=LPM_SCOPE_BITS + plen, gen=gen, policy=pid)
+        k6.addr[:] = ipaddress.IPv6Address(addr).packed
+        yield "dst6", k6, _mask(mask)
+    for (proto, port, plen), mask in t.ports.items():
+        kp = layout.PortKey(
+            prefixlen=LPM_SCOPE_BITS + PORT_PROTO_BITS + plen, gen=gen, policy=pid, proto=proto
+        )
+        kp.port[:] = port.to_bytes(2, "big")
+        yield "ports", kp, _mask(mask)
+    for comm, mask in t.comm.items():
+        yield "comms", layout.CommKey(gen=gen, policy=pid, comm=comm[:15]), _mask(mask)
+    for (dev, ino), mask in t.exe.items():
+        yield "exes", layout.ExeKey(gen=gen, policy=pid, ino=ino, dev=dev), _mask(mask)
+    for uid, mask in t.uid.items():
+        yield "uids", layout.IdKey(gen=gen, policy=pid, id=uid), _mask(mask)
+    for gid, mask in t.gid.items():
+        yield "gids", layout.IdKey(gen=gen, policy=pid, id=gid), _mask(mask)
+
+
+def scope_entry(gen: int, cgroup_id: int, policy_id: int) -> Entry:
+    return (
+        "scopes",
+        layout.ScopeKey(gen=gen, cgroup_id=cgroup_id),
+        layout.ScopeVal(policy=policy_id),
+    )

@@ -1,0 +1,157 @@
+"""Lowering: a PolicySpec -> the ordered rules it means (DESIGN.md 2.1).
+
+Order, first match wins:
+  the [[rule]] entries, as written;
+  1. identity deny lists: comm/exe/uid/gid in the list -> block;
+  2. identity allow lists: value NOT in a non-empty list -> block;
+  3-4. network.deny: destination in DENYSET -> block, or allow when any
+     identity allow list is non-empty (only processes on those lists get
+     this far, and a deny match is exempt for them: the seed's wget case);
+     network.allow: destination in ALLOWSET -> allow;
+  default: block if network.allow is non-empty, else allow.
+DENYSET and ALLOWSET encode "longest matching prefix wins" between the two
+lists as LPM sets: each list's prefixes are included in its own set and
+excluded from the other's; on an equal prefix deny wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Optional
+
+from bouheki.config.errors import Problem
+from bouheki.policy.env import Environment
+from bouheki.policy.model import (
+    IDENTITY_DIMENSIONS,
+    AddressSet,
+    Dest,
+    DomainName,
+    ExeId,
+    IdMatch,
+    IPNetwork,
+    Item,
+    ListField,
+    LoweredPolicy,
+    LpmSet,
+    PolicySpec,
+    PortMatch,
+    Rule,
+    RuleSpec,
+    fold_mapped,
+)
+from bouheki.policy.tables import Action, Origin, Proto
+
+# Rule field for each identity dimension of the spec.
+_FIELD = {"command": "comm", "exe": "exe", "uid": "uid", "gid": "gid"}
+
+
+class _Resolver:
+    """Resolves spec values against an Environment, collecting warnings."""
+
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+        self.warnings: list[Problem] = []
+
+    def _warn(self, origin: Origin, message: str) -> None:
+        self.warnings.append(Problem(origin.file, origin.line, f"{origin.text}: {message}"))
+
+    def networks(self, items: Iterable[Item[Dest]]) -> list[IPNetwork]:
+        out: list[IPNetwork] = []
+        for item in items:
+            dest = item.value
+            if isinstance(dest, DomainName):
+                found = self.env.names.get(dest.name)
+                if not found:
+                    self._warn(item.origin, f"'{dest}' has no resolved address; it matches nothing")
+                out += [fold_mapped(n) for n in found or ()]
+            elif isinstance(dest, AddressSet):
+                members = self.env.address_set(dest.name)
+                if members is None:
+                    self._warn(
+                        item.origin, f"address set {dest} is not known yet; it matches nothing"
+                    )
+                out += [fold_mapped(n) for n in members or ()]
+            else:
+                out.append(dest)
+        return out
+
+    def values(self, dimension: str, items: Iterable[Item[Any]]) -> frozenset[Any]:
+        if dimension != "exe":
+            return frozenset(item.value for item in items)
+        exes: set[ExeId] = set()
+        for item in items:
+            found = self.env.exes.get(item.value)
+            if found is None:
+                self._warn(item.origin, f"'{item.value}' does not exist; it matches nothing")
+            else:
+                exes.add(found)
+        return frozenset(exes)
+
+
+def _lpm_set(
+    included: Sequence[IPNetwork], excluded: Sequence[IPNetwork], tie_included: bool
+) -> LpmSet:
+    entries: dict[IPNetwork, bool] = {net: False for net in excluded}
+    for net in included:
+        entries[net] = tie_included if net in entries else True
+    return LpmSet(tuple(entries.items()))
+
+
+def _lower_rule(spec: RuleSpec, r: _Resolver) -> Rule:
+    port: Optional[PortMatch] = None
+    if spec.ports is not None or spec.protocol is not None:
+        protos = frozenset([spec.protocol] if spec.protocol is not None else [Proto.TCP, Proto.UDP])
+        port = PortMatch(protos, spec.ports)
+    fields: dict[str, Any] = {}
+    for dimension in IDENTITY_DIMENSIONS:
+        items = getattr(spec, dimension)
+        if items is not None:
+            fields[_FIELD[dimension]] = IdMatch(r.values(dimension, items))
+    dst = None if spec.to is None else _lpm_set(r.networks(spec.to), (), True)
+    return Rule(action=spec.action, origin=spec.origin, dst=dst, port=port, **fields)
+
+
+def _list_origin(spec: PolicySpec, lst: ListField[Any], text: str) -> Origin:
+    base = lst.origin or spec.origin
+    return Origin(base.file, base.line, base.text if lst.origin else text)
+
+
+def lower(spec: PolicySpec, env: Environment) -> tuple[LoweredPolicy, list[Problem]]:
+    """The ordered rules of `spec`, and warnings about unresolved values.
+
+    The number of rules depends only on the spec, never on `env`, so lowering
+    with an empty Environment is a valid way to count them.
+    """
+    r = _Resolver(env)
+    rules = [_lower_rule(rule, r) for rule in spec.rules]
+
+    for negated, which in ((False, "deny"), (True, "allow")):
+        for dimension in IDENTITY_DIMENSIONS:
+            lst: ListField[Any] = getattr(spec.identity(dimension), which)
+            if lst:
+                match = IdMatch(r.values(dimension, lst.items), negated=negated)
+                origin = _list_origin(spec, lst, f"{dimension}.{which}")
+                rules.append(Rule(Action.BLOCK, origin, **{_FIELD[dimension]: match}))
+
+    allow, deny = spec.network.allow, spec.network.deny
+    allow_nets, deny_nets = r.networks(allow.items), r.networks(deny.items)
+    if deny:
+        exempt = any(spec.identity(d).allow for d in IDENTITY_DIMENSIONS)
+        origin = _list_origin(spec, deny, "network.deny")
+        if exempt:
+            origin = Origin(origin.file, origin.line, f"{origin.text} (exempt: on an allow list)")
+        action = Action.ALLOW if exempt else Action.BLOCK
+        rules.append(Rule(action, origin, dst=_lpm_set(deny_nets, allow_nets, tie_included=True)))
+    if allow:
+        origin = _list_origin(spec, allow, "network.allow")
+        rules.append(Rule(Action.ALLOW, origin, dst=_lpm_set(allow_nets, deny_nets, False)))
+
+    if allow:
+        default_action = Action.BLOCK
+        base = _list_origin(spec, allow, "network.allow")
+        default_origin = Origin(base.file, base.line, "default: block (network.allow is set)")
+    else:
+        default_action = Action.ALLOW
+        default_origin = Origin(spec.origin.file, spec.origin.line, "default: allow")
+    lowered = LoweredPolicy(tuple(rules), default_action, default_origin, spec.monitor)
+    return lowered, r.warnings

@@ -1,0 +1,156 @@
+"""Compiled per-policy tables: the contract between the compiler, the Python
+twin and the kernel map writers.
+
+Everything here mirrors bpf/bouheki.h. A policy is at most MAX_RULES ordered
+rules; every dimension of a connection (destination, protocol+port, comm,
+executable, uid, gid) maps to a u64 mask of the rules that accept that value.
+The AND of the masks, lowest set bit, is the first matching rule; no bit set
+means the policy's default action. See DESIGN.md section 3.
+
+Both LPM dimensions store *folded* masks: the mask of a prefix already
+includes every rule that accepts it through a shorter prefix, so the longest
+match alone is the answer. A miss in any dimension yields that dimension's
+default mask (the rules that do not constrain it, or constrain it negated).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+MAX_RULES = 64
+MAX_POLICIES = 1024
+# Rule index reported when no rule matched and the policy default decided.
+DEFAULT_RULE = MAX_RULES
+COMM_LEN = 16
+
+# LPM key data starts with {u32 gen, u32 policy}: 64 bits always matched.
+LPM_SCOPE_BITS = 64
+# The port LPM key adds one protocol byte, then the port in network order.
+PORT_PROTO_BITS = 8
+
+
+class Proto(IntEnum):
+    TCP = 6
+    UDP = 17
+
+
+class Action(IntEnum):
+    ALLOW = 0
+    BLOCK = 1
+
+
+class Verdict(IntEnum):
+    """What the kernel did, as reported in events and counters."""
+
+    ALLOWED = 0
+    BLOCKED = 1
+    WOULD_BLOCK = 2  # monitor mode: the policy said block, the kernel allowed
+
+
+class Hook(IntEnum):
+    CONNECT = 0
+    SENDMSG = 1
+
+
+# bh_policy.flags
+POLICY_MONITOR = 1 << 0
+# target: container -- a process in the host's mount namespace is not a
+# container, so this policy does not apply to it (the host policy does).
+POLICY_FOREIGN_MNTNS_ONLY = 1 << 1
+# Emit events for allowed connections too.
+POLICY_LOG_ALLOWED = 1 << 2
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a rule came from, for Explain and for events."""
+
+    file: str
+    line: int
+    text: str = ""  # a short human description, e.g. 'network.deny 10.0.1.71'
+
+
+@dataclass
+class PolicyTables:
+    """One policy, compiled. Keys are plain Python values; the kernel layer
+    packs them into the structs of bouheki.h.
+
+    dst4/dst6: (network address as int, prefix length) -> folded mask
+    ports: (proto, port value, prefix length over the 16 port bits) -> folded mask.
+        prefix length 0 means "this protocol, any port". A rule that accepts
+        any protocol and any port is not listed: it is in port_default.
+    comm: comm bytes (<= 15 bytes, no NUL) -> mask
+    exe: (kernel dev_t, inode) -> mask
+    uid/gid: id -> mask
+    """
+
+    policy_id: int
+    name: str
+    flags: int
+    default_action: Action
+    rule_count: int
+    allow_bits: int  # bit i set: rule i allows; clear: rule i blocks
+    origins: list[Origin]  # index i: rule i; index rule_count: the default
+    dst4: dict[tuple[int, int], int] = field(default_factory=dict)
+    dst6: dict[tuple[int, int], int] = field(default_factory=dict)
+    ports: dict[tuple[int, int, int], int] = field(default_factory=dict)
+    comm: dict[bytes, int] = field(default_factory=dict)
+    exe: dict[tuple[int, int], int] = field(default_factory=dict)
+    uid: dict[int, int] = field(default_factory=dict)
+    gid: dict[int, int] = field(default_factory=dict)
+    dst_default: int = 0
+    port_default: int = 0
+    comm_default: int = 0
+    exe_default: int = 0
+    uid_default: int = 0
+    gid_default: int = 0
+
+    @property
+    def monitor(self) -> bool:
+        return bool(self.flags & POLICY_MONITOR)
+
+    @property
+    def valid_bits(self) -> int:
+        return (1 << self.rule_count) - 1
+
+    def entry_counts(self) -> dict[str, int]:
+        return {
+            "dst4": len(self.dst4),
+            "dst6": len(self.dst6),
+            "ports": len(self.ports),
+            "comm": len(self.comm),
+            "exe": len(self.exe),
+            "uid": len(self.uid),
+            "gid": len(self.gid),
+        }
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What the hook sees of one connect/sendmsg, for the twin.
+
+    daddr is the destination as the socket gave it; an IPv4-mapped IPv6
+    address is judged as IPv4 (the twin unmaps it, like the kernel does).
+    """
+
+    family: int  # socket.AF_INET or socket.AF_INET6
+    daddr: str
+    dport: int
+    proto: int
+    comm: bytes = b""
+    exe: tuple[int, int] | None = None  # (kernel dev_t, inode)
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The twin's verdict and the rule that decided it."""
+
+    verdict: Verdict
+    action: Action
+    rule: int  # DEFAULT_RULE when the default decided; -1 when the hook ignored it
+    origin: Origin | None
+    policy_id: int
+    ignored: bool = False  # port 0 or a family the hooks do not judge

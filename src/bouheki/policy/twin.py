@@ -1,0 +1,82 @@
+"""The Python twin of the BPF classifier: judges a Connection against
+PolicyTables exactly as bpf/ does, step for step (Explain uses it, and the
+in-kernel differential test compares the two). Keep it parallel to the C.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+from bouheki.policy.tables import (
+    COMM_LEN,
+    DEFAULT_RULE,
+    Action,
+    Connection,
+    Decision,
+    PolicyTables,
+    Verdict,
+)
+
+_PORT_BITS = 16
+
+
+def _lpm(table: dict[tuple[int, int], int], addr: int, width: int) -> int | None:
+    for plen in range(width, -1, -1):
+        key = addr & ~((1 << (width - plen)) - 1)
+        mask = table.get((key, plen))
+        if mask is not None:
+            return mask
+    return None
+
+
+def _dst_mask(t: PolicyTables, daddr: str) -> int:
+    addr = ipaddress.ip_address(daddr)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped  # the hooks judge ::ffff:a.b.c.d as IPv4
+    mask = _lpm(t.dst4, int(addr), 32) if addr.version == 4 else _lpm(t.dst6, int(addr), 128)
+    return t.dst_default if mask is None else mask
+
+
+def _port_mask(t: PolicyTables, proto: int, port: int) -> int:
+    for plen in range(_PORT_BITS, -1, -1):
+        key = port & ~((1 << (_PORT_BITS - plen)) - 1)
+        mask = t.ports.get((proto, key, plen))
+        if mask is not None:
+            return mask
+    return t.port_default
+
+
+def kernel_comm(comm: bytes) -> bytes:
+    """comm as the kernel's key holds it: at most 15 bytes, up to a NUL."""
+    return comm.split(b"\0", 1)[0][: COMM_LEN - 1]
+
+
+def decide(t: PolicyTables, c: Connection) -> Decision:
+    if c.dport == 0 or c.family not in (socket.AF_INET, socket.AF_INET6):
+        return Decision(Verdict.ALLOWED, Action.ALLOW, -1, None, t.policy_id, ignored=True)
+    if c.family == socket.AF_INET and ":" in c.daddr:
+        raise ValueError(f"AF_INET connection to an IPv6 address {c.daddr}")
+
+    m = _dst_mask(t, c.daddr)
+    m &= _port_mask(t, c.proto, c.dport)
+    m &= t.comm.get(kernel_comm(c.comm), t.comm_default)
+    m &= t.exe_default if c.exe is None else t.exe.get(c.exe, t.exe_default)
+    m &= t.uid.get(c.uid, t.uid_default)
+    m &= t.gid.get(c.gid, t.gid_default)
+    m &= t.valid_bits
+
+    if m:
+        rule = (m & -m).bit_length() - 1  # lowest set bit: the first matching rule
+        action = Action.ALLOW if t.allow_bits >> rule & 1 else Action.BLOCK
+        origin = t.origins[rule]
+    else:
+        rule = DEFAULT_RULE
+        action = t.default_action
+        origin = t.origins[t.rule_count]
+
+    if action == Action.ALLOW:
+        verdict = Verdict.ALLOWED
+    else:
+        verdict = Verdict.WOULD_BLOCK if t.monitor else Verdict.BLOCKED
+    return Decision(verdict, action, rule, origin, t.policy_id)

@@ -1,0 +1,44 @@
+"""The ctypes mirrors match bpf/bouheki.h, as the C compiler lays it out."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bouheki.kernel import layout
+
+HEADER = Path(__file__).resolve().parents[2] / "bpf" / "bouheki.h"
+
+
+@pytest.fixture(scope="module")
+def c_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, int]:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler on this machine")
+    lines = []
+    for cname, py in layout.C_NAMES.items():
+        lines.append(f'printf("{cname} size %zu\\n", sizeof(struct {cname}));')
+        for fname, *_ in py._fields_:
+            lines.append(f'printf("{cname}.{fname} %zu\\n", offsetof(struct {cname}, {fname}));')
+    src = (
+        "#include <stdio.h>\n#include <stddef.h>\n#include <linux/types.h>\n"
+        f'#include "{HEADER}"\nint main(void) {{\n' + "\n".join(lines) + "\nreturn 0; }\n"
+    )
+    d = tmp_path_factory.mktemp("layout")
+    (d / "l.c").write_text(src)
+    subprocess.run([cc, "-o", str(d / "l"), str(d / "l.c")], check=True)
+    out = subprocess.run([str(d / "l")], check=True, capture_output=True, text=True).stdout
+    return {k: int(v) for k, v in (line.rsplit(" ", 1) for line in out.splitlines())}
+
+
+@pytest.mark.parametrize("cname", sorted(layout.C_NAMES))
+def test_struct_matches_header(c_layout: dict[str, int], cname: str) -> None:
+    py = layout.C_NAMES[cname]
+    import ctypes as ct
+
+    assert ct.sizeof(py) == c_layout[f"{cname} size"]
+    for fname, *_ in py._fields_:
+        assert getattr(py, fname).offset == c_layout[f"{cname}.{fname}"], fname
