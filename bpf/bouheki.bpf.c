@@ -52,6 +52,10 @@ BPF_F_TABLE("hash", struct bh_id_key, u64, uids, BH_MAX_IDENT, BPF_F_NO_PREALLOC
 BPF_F_TABLE("hash", struct bh_id_key, u64, gids, BH_MAX_IDENT, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("hash", struct bh_unit_key, struct bh_scope_val, unit_names, 4096, BPF_F_NO_PREALLOC);
 BPF_ARRAY(patterns, struct bh_pattern, 2 * BH_MAX_PATTERNS);
+/* The slices outside every delegated subtree: only directly below these does
+ * a cgroup's name say which unit it is (below a service, scope or user
+ * manager, anyone with the delegation can pick any name). */
+BPF_F_TABLE("hash", struct bh_scope_key, u32, slices, 8192, BPF_F_NO_PREALLOC);
 BPF_PERCPU_ARRAY(counters, struct bh_counter, BH_MAX_POLICIES * (BH_MAX_RULES + 1));
 BPF_PERCPU_ARRAY(gcounters, u64, BH_G_MAX);
 BPF_RINGBUF_OUTPUT(events, BH_RINGBUF_PAGES);
@@ -369,10 +373,11 @@ LSM_PROBE(socket_sendmsg, struct socket *sock, struct msghdr *msg, int size)
  * with a policy, exact or by pattern) comes before its parent's entry. */
 static __always_inline int bh_name_is(const char *name, const char *s, u32 len)
 {
+	/* Unrolled with constant offsets: the verifier cannot bound a loop
+	 * whose trip count comes from a map value. */
+#pragma unroll
 	for (int i = 0; i < BH_PATTERN_LEN; i++) {
-		if (i >= len)
-			return 1;
-		if (name[i] != s[i])
+		if (i < len && name[i] != s[i])
 			return 0;
 	}
 	return 1;
@@ -411,6 +416,16 @@ static __always_inline void bh_assign(u32 gen, u64 id, u64 parent, struct bh_uni
 		bh_count(BH_G_SCOPE_NAMED);
 		return;
 	}
+	struct bh_scope_key sk = {.gen = gen, .cgroup_id = parent};
+	if (!slices.lookup(&sk))
+		goto inherit;
+	/* A new slice directly below a known slice is known too. */
+	u32 tail = name_len - 6;
+	if (name_len > 6 && tail < BH_UNIT_NAME_LEN - 6 && bh_name_is(uk->name + tail, ".slice", 6)) {
+		u32 one = 1;
+		sk.cgroup_id = id;
+		slices.update(&sk, &one);
+	}
 	for (int i = 0; i < 2 * BH_MAX_PATTERNS; i++) {
 		int idx = i;
 		struct bh_pattern *p = patterns.lookup(&idx);
@@ -423,6 +438,7 @@ static __always_inline void bh_assign(u32 gen, u64 id, u64 parent, struct bh_uni
 			return;
 		}
 	}
+inherit:
 	v = scopes.lookup(&pk);
 	if (v) {
 		struct bh_scope_val copy = *v;
@@ -492,9 +508,11 @@ RAW_TRACEPOINT_PROBE(cgroup_rmdir)
 		return 0;
 	struct bh_scope_key k = {.gen = st->active_gen, .cgroup_id = id};
 	scopes.delete(&k);
+	slices.delete(&k);
 	if (st->pending_gen && st->pending_gen != st->active_gen) {
 		k.gen = st->pending_gen;
 		scopes.delete(&k);
+		slices.delete(&k);
 	}
 	return 0;
 }

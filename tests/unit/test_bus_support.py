@@ -12,7 +12,6 @@ import asyncio
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Coroutine, Sequence
@@ -27,10 +26,9 @@ from bouheki.service.api import (
     CheckResult,
     ConfigInvalid,
     Engine,
-    EngineError,
     EngineListener,
-    Explanation,
     ExplainQuery,
+    Explanation,
     NameAddress,
     NameState,
     PolicyCounters,
@@ -64,6 +62,10 @@ class FakeEngine:
 
     def __init__(self) -> None:
         self.listeners: list[EngineListener] = []
+        self.reset()
+
+    def reset(self) -> None:
+        """Canned state back to the start; subscribed listeners stay."""
         self.generation = 1
         self.reload_error: Optional[Exception] = None
         self.explain_error: Optional[Exception] = None
@@ -92,9 +94,7 @@ class FakeEngine:
                 files=["/etc/bouheki/units/nginx.service.toml"],
                 cgroups=1,
                 names=[
-                    NameState(
-                        "example.com", [NameAddress("93.184.216.34", 1_700_000_300_000_000)]
-                    )
+                    NameState("example.com", [NameAddress("93.184.216.34", 1_700_000_300_000_000)])
                 ],
             ),
             PolicySummary(
@@ -201,16 +201,15 @@ def blocked_event(**overrides: Any) -> BlockedEvent:
     return BlockedEvent(**values)
 
 
-def _engine_type_check(engine: FakeEngine) -> Engine:
-    return engine  # a type checker verifies FakeEngine against the Protocol here
-
-
-__all__ = ["BadRequest", "EngineError"]  # re-exported for the test modules
+def as_engine(engine: FakeEngine) -> Engine:
+    """Typed as the Protocol, so a type checker verifies that FakeEngine implements it."""
+    return engine
 
 
 # --- private dbus-daemons ---------------------------------------------------------
 
-SYSTEM_LIKE_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+SYSTEM_LIKE_CONFIG = """<!DOCTYPE busconfig PUBLIC
+ "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <!-- The default policy of /usr/share/dbus-1/system.conf, on a private socket -->
@@ -253,9 +252,7 @@ class PrivateBus:
         self.dir.chmod(0o755)
         if system_like:
             config = self.dir / "system-like.conf"
-            config.write_text(
-                SYSTEM_LIKE_CONFIG.format(socket=self.dir / "bus", policy=policy)
-            )
+            config.write_text(SYSTEM_LIKE_CONFIG.format(socket=self.dir / "bus", policy=policy))
             args = [f"--config-file={config}"]
         else:
             args = ["--session"]
@@ -360,7 +357,3 @@ def run_ctl(
         timeout=timeout,
         cwd="/",
     )
-
-
-def have_python() -> bool:
-    return os.path.exists(PYTHON) and sys.version_info >= (3, 9)

@@ -30,8 +30,8 @@ class DictMaps:
     def delete(self, name: str, key: ct.Structure) -> None:
         self.maps.get(name, {}).pop(bytes(key), None)
 
-    def scope_keys(self) -> list[layout.ScopeKey]:
-        return [layout.ScopeKey.from_buffer_copy(k) for k in self.maps.get("scopes", {})]
+    def scope_keys(self, name: str = "scopes") -> list[layout.ScopeKey]:
+        return [layout.ScopeKey.from_buffer_copy(k) for k in self.maps.get(name, {})]
 
     def read_state(self) -> layout.State:
         return layout.State.from_buffer_copy(self.state)

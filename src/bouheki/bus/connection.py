@@ -9,8 +9,9 @@ dbus-daemon without touching the real system bus.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Optional
 
 from . import names
 from ._dbus import BusType, MessageBus

@@ -5,16 +5,20 @@ Every method forwards to bouheki.service.api.Engine and converts the answer
 org.bouheki.Bouheki1.Error. What the adapter adds is bus hygiene only: rate
 limits on what it broadcasts, and a caller check where the daemon's
 privileges would otherwise be lent to an unprivileged caller.
+
+The library's decorators describe the members (introspection, signal
+emission); calls are answered by bouheki.bus.dispatch, which says why.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from typing import Any, Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from ..service.api import (
+    STATUS_FIELDS,
     BadRequest,
     BlockedEvent,
     CheckResult,
@@ -24,12 +28,13 @@ from ..service.api import (
     Status,
 )
 from . import names
-from ._dbus import DBusError, Message, MessageBus, MessageFlag, MessageType, ServiceInterface
-from ._dbus import Variant as _Variant
+from ._dbus import DBusError, MessageBus, ServiceInterface, Variant
+from .dispatch import caller_uid
 from .signatures import dbus_method, dbus_readonly_property, dbus_signal
 from .throttle import Coalescer, SlidingWindowLimiter
 from .wire import (
     BLOCKED_SUPPRESSED_KEY,
+    SPECS,
     decode_explain_query,
     encode,
     encode_list,
@@ -43,6 +48,13 @@ DEFAULT_PROPERTIES_INTERVAL = 1.0  # seconds between two PropertiesChanged signa
 
 # Status fields a reload changes; marked even if the engine forgets to say so.
 _RELOAD_FIELDS = ("generation", "loaded_at_usec", "mode_summary")
+
+_STATUS_TYPES = SPECS[Status]  # the D-Bus type of each Status field
+
+
+def _status_property(field: str) -> Any:
+    """The read-only D-Bus property for a Status field (name and type from one place)."""
+    return dbus_readonly_property(names.STATUS_PROPERTIES[field], _STATUS_TYPES[field])
 
 
 @contextlib.contextmanager
@@ -67,7 +79,8 @@ def engine_errors(what: str) -> Iterator[None]:
         log.exception("%s failed", what)
         raise DBusError(
             names.ERROR_FAILED,
-            f"{what} failed: internal error ({type(exc).__name__}); the daemon's journal has details",
+            f"{what} failed: internal error ({type(exc).__name__}); "
+            "the daemon's journal has details",
         ) from None
 
 
@@ -89,36 +102,41 @@ class Manager(ServiceInterface):
         self._suppressed_since_last = 0
         self._suppressed_total = 0
         self._changes = Coalescer(self._emit_properties_changed, properties_interval)
-        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- methods -----------------------------------------------------------
 
     @dbus_method(names.METHOD_RELOAD, out="a{sv}")
-    async def _reload(self) -> dict[str, _Variant]:
+    async def _reload(self) -> dict[str, Variant]:
         with engine_errors("reload"):
             return encode(await self._engine.reload())
 
     @dbus_method(names.METHOD_LIST_POLICIES, out="aa{sv}")
-    def _list_policies(self) -> list[dict[str, _Variant]]:
+    def _list_policies(self) -> list[dict[str, Variant]]:
         with engine_errors("listing policies"):
             return encode_list(self._engine.list_policies())
 
     @dbus_method(names.METHOD_GET_STATISTICS, out="a{sv}")
-    def _get_statistics(self) -> dict[str, _Variant]:
+    def _get_statistics(self) -> dict[str, Variant]:
         with engine_errors("reading statistics"):
             return encode(self._engine.statistics())
 
     @dbus_method(names.METHOD_EXPLAIN, "a{sv}", out="a{sv}")
-    def _explain(self, query: dict[str, _Variant]) -> dict[str, _Variant]:
+    def _explain(self, query: dict[str, Variant]) -> dict[str, Variant]:
         with engine_errors("explain"):
             return encode(self._engine.explain(decode_explain_query(query)))
 
     @dbus_method(names.METHOD_CHECK_CONFIG, "s", out="a{sv}")
-    def _check_config_method(self, path: str) -> dict[str, _Variant]:
-        # A non-empty path never gets here: message_filter() takes it first.
-        return self._check_config(path)
-
-    def _check_config(self, path: str) -> dict[str, _Variant]:
+    async def _check_config(self, path: str) -> dict[str, Variant]:
+        if path:
+            # The daemon runs as root: checking a caller-chosen path would let
+            # anyone probe files they cannot read, and parse errors may quote
+            # their content. So a path needs a root caller.
+            await self._require_root(
+                "checking a configuration at a given path needs root, since the daemon "
+                "would read it with its privileges; run `bouhekictl check-config PATH` "
+                "(it reads the files with yours), or pass an empty path to check the "
+                "daemon's own configuration"
+            )
         with engine_errors("checking the configuration"):
             try:
                 result = self._engine.check_config(path or None)
@@ -133,27 +151,27 @@ class Manager(ServiceInterface):
         with engine_errors("reading the status"):
             return self._engine.status()
 
-    @dbus_readonly_property(names.STATUS_PROPERTIES["version"], "s")
+    @_status_property("version")
     def _version(self) -> str:
         return self._status().version
 
-    @dbus_readonly_property(names.STATUS_PROPERTIES["generation"], "t")
+    @_status_property("generation")
     def _generation(self) -> int:
         return self._status().generation
 
-    @dbus_readonly_property(names.STATUS_PROPERTIES["loaded_at_usec"], "t")
+    @_status_property("loaded_at_usec")
     def _loaded_at(self) -> int:
         return self._status().loaded_at_usec
 
-    @dbus_readonly_property(names.STATUS_PROPERTIES["mode_summary"], "s")
+    @_status_property("mode_summary")
     def _mode_summary(self) -> str:
         return self._status().mode_summary
 
-    @dbus_readonly_property(names.STATUS_PROPERTIES["blocked"], "t")
+    @_status_property("blocked")
     def _blocked_count(self) -> int:
         return self._status().blocked
 
-    @dbus_readonly_property(names.STATUS_PROPERTIES["would_block"], "t")
+    @_status_property("would_block")
     def _would_block_count(self) -> int:
         return self._status().would_block
 
@@ -168,7 +186,7 @@ class Manager(ServiceInterface):
         return generation
 
     @dbus_signal(names.SIGNAL_BLOCKED, out="a{sv}")
-    def _emit_blocked(self, body: dict[str, _Variant]) -> dict[str, _Variant]:
+    def _emit_blocked(self, body: dict[str, Variant]) -> dict[str, Variant]:
         return body
 
     # --- api.EngineListener ---------------------------------------------------
@@ -190,7 +208,7 @@ class Manager(ServiceInterface):
             return
         try:
             body = encode(event)
-            body[BLOCKED_SUPPRESSED_KEY] = _Variant("t", self._suppressed_since_last)
+            body[BLOCKED_SUPPRESSED_KEY] = Variant("t", self._suppressed_since_last)
             self._emit_blocked(body)
         except Exception:
             log.exception("could not emit %s", names.SIGNAL_BLOCKED)
@@ -215,67 +233,21 @@ class Manager(ServiceInterface):
         except Exception:
             log.exception("could not emit PropertiesChanged")
 
-    # --- caller checks --------------------------------------------------------
+    # --- for the dispatcher -----------------------------------------------------
 
-    def message_filter(self, msg: Message) -> Optional[bool]:
-        """Take CheckConfig calls with a path before the normal dispatch.
+    def property_values(self) -> dict[str, Variant]:
+        """Every property with its value, for Properties.Get and GetAll."""
+        status = self._status()
+        values = {
+            names.STATUS_PROPERTIES[field]: Variant(_STATUS_TYPES[field], getattr(status, field))
+            for field in STATUS_FIELDS
+        }
+        values[names.PROPERTY_SUPPRESSED_SIGNALS] = Variant("t", self._suppressed_total)
+        return values
 
-        The daemon runs as root: checking a caller-chosen path would let anyone
-        probe files they cannot read, and parse errors may quote their content.
-        Such calls therefore need a root caller. Method handlers do not see
-        the sender, so this filter (run by the library before dispatch) does.
-        """
-        if (
-            msg.message_type == MessageType.METHOD_CALL
-            and msg.path == names.OBJECT_PATH
-            and msg.interface == names.INTERFACE
-            and msg.member == names.METHOD_CHECK_CONFIG
-            and msg.signature == "s"
-            and msg.body[0] != ""
-        ):
-            task = asyncio.ensure_future(self._check_config_as_root(msg))
-            self._tasks.add(task)  # keep a reference until it is done
-            task.add_done_callback(self._tasks.discard)
-            return True
-        return None
-
-    async def _check_config_as_root(self, msg: Message) -> None:
-        try:
-            uid = await self._caller_uid(msg.sender)
-            if uid != 0:
-                raise DBusError(
-                    names.ERROR_ACCESS_DENIED,
-                    "checking a configuration at a given path needs root, since the "
-                    "daemon would read it with its privileges; run `bouhekictl "
-                    "check-config PATH` (it reads the files with yours), or pass an "
-                    "empty path to check the daemon's own configuration",
-                )
-            reply = Message.new_method_return(msg, "a{sv}", [self._check_config(msg.body[0])])
-        except DBusError as exc:
-            reply = Message.new_error(msg, exc.type, exc.text)
-        except Exception as exc:
-            log.exception("CheckConfig failed")
-            reply = Message.new_error(msg, names.ERROR_FAILED, f"internal error: {exc}")
-        if not msg.flags & MessageFlag.NO_REPLY_EXPECTED:
-            self._bus.send(reply)
-
-    async def _caller_uid(self, sender: str) -> int:
-        reply = await self._bus.call(
-            Message(
-                destination=names.DBUS_NAME,
-                path=names.DBUS_PATH,
-                interface=names.DBUS_INTERFACE,
-                member="GetConnectionUnixUser",
-                signature="s",
-                body=[sender],
-            )
-        )
-        if reply is None or reply.message_type == MessageType.ERROR:
-            detail = reply.body[0] if reply is not None and reply.body else "no reply"
-            raise DBusError(names.ERROR_FAILED, f"cannot identify the caller: {detail}")
-        return int(reply.body[0])
+    async def _require_root(self, why: str) -> None:
+        if await caller_uid(self._bus) != 0:
+            raise DBusError(names.ERROR_ACCESS_DENIED, why)
 
     def close(self) -> None:
         self._changes.cancel()
-        for task in list(self._tasks):
-            task.cancel()

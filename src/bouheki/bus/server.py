@@ -8,6 +8,7 @@ from typing import Optional
 from ..service.api import Engine, Unsubscribe
 from . import names
 from ._dbus import DBusError, Message, MessageBus, MessageType, NameFlag, RequestNameReply
+from .dispatch import Dispatcher
 from .manager import DEFAULT_BLOCKED_RATE, DEFAULT_PROPERTIES_INTERVAL, Manager
 
 log = logging.getLogger("bouheki.bus")
@@ -20,9 +21,12 @@ class BusNameUnavailable(RuntimeError):
 class BusService:
     """The exported Manager and the owned name; close() undoes both."""
 
-    def __init__(self, bus: MessageBus, manager: Manager, unsubscribe: Unsubscribe) -> None:
+    def __init__(
+        self, bus: MessageBus, manager: Manager, dispatcher: Dispatcher, unsubscribe: Unsubscribe
+    ) -> None:
         self.bus = bus
         self.manager = manager
+        self.dispatcher = dispatcher
         self._unsubscribe: Optional[Unsubscribe] = unsubscribe
 
     async def close(self, release_name: bool = True) -> None:
@@ -32,7 +36,8 @@ class BusService:
         self._unsubscribe()
         self._unsubscribe = None
         self.manager.close()
-        self.bus.remove_message_handler(self.manager.message_filter)
+        self.dispatcher.close()
+        self.bus.remove_message_handler(self.dispatcher)
         self.bus.unexport(names.OBJECT_PATH, self.manager)
         if release_name and self.bus.connected:
             try:
@@ -59,9 +64,10 @@ async def serve(
     manager = Manager(
         engine, bus, blocked_rate=blocked_rate, properties_interval=properties_interval
     )
+    dispatcher = Dispatcher(manager, bus)
     bus.export(names.OBJECT_PATH, manager)
-    bus.add_message_handler(manager.message_filter)
-    service = BusService(bus, manager, engine.subscribe(manager))
+    bus.add_message_handler(dispatcher)
+    service = BusService(bus, manager, dispatcher, engine.subscribe(manager))
     try:
         # DO_NOT_QUEUE: a second daemon must fail loudly, not wait in line.
         reply = await bus.request_name(names.BUS_NAME, NameFlag.DO_NOT_QUEUE)

@@ -10,7 +10,8 @@ stays next to the member, and the rest of the code keeps real Python hints.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, TypeVar
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, TypeVar
 
 from ._dbus import PropertyAccess, dbus_property, method, signal
 
@@ -29,14 +30,48 @@ def _annotate(fn: Callable[..., Any], in_signatures: tuple[str, ...], out: str) 
     fn.__annotations__ = annotations
 
 
+SPEC_ATTRIBUTE = "__bouheki_dbus_method__"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method as our own dispatcher (bouheki.bus.manager) needs it."""
+
+    name: str
+    in_signature: str
+    out_signature: str
+    fn: Callable[..., Any]  # the undecorated function: (self, *args) -> result
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn)
+
+
 def dbus_method(name: str, *in_signatures: str, out: str = "") -> Callable[[F], F]:
-    """A D-Bus method `name` taking one argument per entry of `in_signatures`."""
+    """A D-Bus method `name` taking one argument per entry of `in_signatures`.
+
+    The library's decorator makes it appear in introspection; the MethodSpec
+    attached to the result lets the adapter dispatch calls itself.
+    """
 
     def decorate(fn: F) -> F:
         _annotate(fn, in_signatures, out)
-        return method(name=name)(fn)  # type: ignore[no-any-return]
+        decorated = method(name=name)(fn)
+        setattr(decorated, SPEC_ATTRIBUTE, MethodSpec(name, "".join(in_signatures), out, fn))
+        return decorated  # type: ignore[no-any-return]
 
     return decorate
+
+
+def method_specs(cls: type) -> dict[str, MethodSpec]:
+    """The MethodSpecs of a class, by D-Bus member name."""
+    specs: dict[str, MethodSpec] = {}
+    for klass in reversed(cls.__mro__):
+        for attr in vars(klass).values():
+            spec: Optional[MethodSpec] = getattr(attr, SPEC_ATTRIBUTE, None)
+            if spec is not None:
+                specs[spec.name] = spec
+    return specs
 
 
 def dbus_signal(name: str, out: str) -> Callable[[F], F]:

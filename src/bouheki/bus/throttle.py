@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from typing import Callable, Iterable, Optional
+from collections.abc import Iterable
+from typing import Callable, Optional
 
 
 class SlidingWindowLimiter:

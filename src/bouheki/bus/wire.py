@@ -16,8 +16,8 @@ from ..service.api import (
     BadRequest,
     BlockedEvent,
     CheckResult,
-    Explanation,
     ExplainQuery,
+    Explanation,
     NameAddress,
     NameState,
     PolicyCounters,
@@ -26,6 +26,7 @@ from ..service.api import (
     ReloadResult,
     RuleCounters,
     Statistics,
+    Status,
 )
 from ._dbus import Variant
 
@@ -75,6 +76,15 @@ SPECS: dict[type, dict[str, FieldType]] = {
         "reason": "s",
     },
     CheckResult: {"ok": "b", "problems": Problem, "warnings": "as", "policies": "u"},
+    # The properties (names in bouheki.bus.names.STATUS_PROPERTIES), not a record.
+    Status: {
+        "version": "s",
+        "generation": "t",
+        "loaded_at_usec": "t",
+        "mode_summary": "s",
+        "blocked": "t",
+        "would_block": "t",
+    },
     BlockedEvent: {
         "unit": "s",
         "policy": "s",

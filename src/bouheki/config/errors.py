@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):
+    """A tuple so that other layers can take it apart as (file, line, message)."""
+
     file: str
     line: int  # 1-based; 0 when the problem is about the file as a whole
     message: str

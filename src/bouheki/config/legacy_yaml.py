@@ -48,30 +48,53 @@ _IGNORED = {
 }
 
 
-class _DuplicateKey(Exception):
-    def __init__(self, key: str, line: int) -> None:
-        super().__init__(key)
-        self.key = key
+class _Unusable(Exception):
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.message = message
         self.line = line
 
 
-def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: Path, lines: LineMap) -> Any:
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = _walk(loader, key_node, path, LineMap())
-            if key in out:
-                raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
-            lines.record((*path, key), key_node.start_mark.line + 1)
-            out[key] = _walk(loader, value_node, (*path, key), lines)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        items = []
-        for index, item in enumerate(node.value):
-            lines.record((*path, index), item.start_mark.line + 1)
-            items.append(_walk(loader, item, (*path, index), lines))
-        return items
-    return loader.construct_object(node)
+# Aliases can make a small file expand enormously ("billion laughs") or
+# refer to itself; a configuration never needs anything near these.
+_MAX_NODES = 100_000
+_MAX_DEPTH = 32
+
+
+class _Walker:
+    """Nodes -> plain values, recording the line of every key and item."""
+
+    def __init__(self, loader: yaml.SafeLoader) -> None:
+        self.loader = loader
+        self.lines = LineMap()
+        self.nodes = 0
+
+    def walk(self, node: yaml.Node, path: Path, record: bool = True) -> Any:
+        self.nodes += 1
+        line = node.start_mark.line + 1
+        if self.nodes > _MAX_NODES or len(path) > _MAX_DEPTH:
+            raise _Unusable("the document is too large or too deeply nested", line)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = self.walk(key_node, path, record=False)
+                key_line = key_node.start_mark.line + 1
+                if not isinstance(key, (str, int)):
+                    raise _Unusable("keys must be plain names", key_line)
+                if key in out:
+                    raise _Unusable(f"duplicate key '{key}'", key_line)
+                if record:
+                    self.lines.record((*path, key), key_line)
+                out[key] = self.walk(value_node, (*path, key), record)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            items = []
+            for index, item in enumerate(node.value):
+                if record:
+                    self.lines.record((*path, index), item.start_mark.line + 1)
+                items.append(self.walk(item, (*path, index), record))
+            return items
+        return self.loader.construct_object(node)
 
 
 def compose_yaml(path: str, text: str, report: Report) -> Optional[tuple[Any, LineMap]]:
@@ -82,16 +105,16 @@ def compose_yaml(path: str, text: str, report: Report) -> Optional[tuple[Any, Li
         node = loader.get_single_node()
         if node is None:
             return {}, LineMap()
-        lines = LineMap()
-        return _walk(loader, node, (), lines), lines
+        walker = _Walker(loader)
+        return walker.walk(node, ()), walker.lines
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else 0
         report.error(path, line, f"YAML syntax error: {e.problem or e.context}")
     except yaml.YAMLError as e:
         report.error(path, 0, f"YAML error: {e}")
-    except _DuplicateKey as e:
-        report.error(path, e.line, f"duplicate key '{e.key}'")
+    except _Unusable as e:
+        report.error(path, e.line, e.message)
     finally:
         loader.dispose()
     return None
@@ -197,11 +220,9 @@ def parse_legacy(doc: Doc, data: object) -> Optional[NamedPolicy]:
     if not enabled:
         doc.warn(("network", "enable"), "network restriction is disabled: no policy is loaded")
         return None
-    if mode is None:
-        doc.warn(
-            ("network",),
-            "network.mode is not set: the legacy default is monitor (report, never block)",
-        )
+    if "mode" not in network:
+        doc.warn(("network",), "mode is not set: the legacy default is monitor (never blocks)")
+    if mode is None:  # the original default (or an invalid mode, already reported)
         mode = Item("monitor", doc.origin(("network",), "network.mode (default monitor)"))
 
     cidr = sections.get("cidr", AllowDeny())

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from bouheki.config.document import Doc
-from bouheki.config.errors import Report
+from bouheki.config.errors import ConfigError, Problem, Report
 from bouheki.config.legacy_yaml import load_legacy_yaml
 from bouheki.config.policy_toml import parse_policy
 from bouheki.config.policyset import HOST_POLICY_NAME, NamedPolicy, PolicySet
@@ -108,6 +109,18 @@ def parse_policy_text(text: str, file: str = "<policy>") -> PolicySpec:
     spec = parse_policy(Doc(file, parsed[1], report), parsed[0]) if parsed else None
     if spec is not None:
         check_rule_count(NamedPolicy(file, (), spec, (file,)), report)
+    report.raise_if_errors()
+    assert spec is not None
+    return spec
+
+
+def load_policy_file(path: PathLike) -> PolicySpec:
+    """One unit policy file (or drop-in) on its own. Raises ConfigError."""
+    report = Report()
+    name = os.fspath(path)
+    spec = _read_policy_file(name, report)
+    if spec is not None:
+        check_rule_count(NamedPolicy(name, (), spec, (name,)), report)
     report.raise_if_errors()
     assert spec is not None
     return spec
@@ -209,3 +222,26 @@ def load(
     if config is not None and os.fspath(config).endswith((".yaml", ".yml")):
         return load_legacy_yaml(os.fspath(config))
     return load_policy_set(config, search_dirs)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What `bouhekictl check-config` shows when the daemon is not asked."""
+
+    ok: bool
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    policies: int = 0
+
+
+def check_config(
+    config: Optional[PathLike] = None, search_dirs: Sequence[PathLike] = DEFAULT_SEARCH_DIRS
+) -> CheckReport:
+    """Loads like the daemon would and reports instead of raising. Names,
+    address sets and executables are not resolved: the daemon does that."""
+    try:
+        policy_set = load(config, search_dirs)
+    except ConfigError as e:
+        return CheckReport(False, e.problems, [str(w) for w in e.warnings])
+    warnings = [str(w) for w in policy_set.warnings]
+    return CheckReport(True, [], warnings, len(policy_set.policies()))

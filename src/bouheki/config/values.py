@@ -84,7 +84,7 @@ def parse_destination(value: object, *, allow_host_bits: bool = False) -> tuple[
         except ValueError:
             pass
         else:
-            host = ipaddress.ip_network(text.split("/", 1)[0])
+            host = ipaddress.ip_address(text.split("/", 1)[0])
             if allow_host_bits:
                 return fold_mapped(loose), f"'{value}' has host bits set; using {loose}"
             raise ValueError(
@@ -92,6 +92,8 @@ def parse_destination(value: object, *, allow_host_bits: bool = False) -> tuple[
                 f"or '{host}' for the single address"
             )
     name = parse_domain_name(text)
+    if name is None and text.startswith("*."):
+        raise ValueError(f"'{value}': wildcard names are not supported; list each name")
     if name is None:
         raise ValueError(f"'{value}' is not an IP address, network or domain name")
     return name, None

@@ -34,6 +34,7 @@ _KEYS: dict[str, type[ct.Structure]] = {
     "gids": layout.IdKey,
     "scopes": layout.ScopeKey,
     "unit_names": layout.UnitKey,
+    "slices": layout.ScopeKey,
 }
 
 
@@ -76,8 +77,8 @@ class BccMaps:
             ct.memmove(ct.byref(cur), ct.byref(nxt), ct.sizeof(kt))
             rc = self._lib.bpf_get_next_key(fd, ct.byref(cur), ct.byref(nxt))
 
-    def scope_keys(self) -> Iterable[layout.ScopeKey]:
-        return list(self._keys("scopes"))  # type: ignore[arg-type]
+    def scope_keys(self, name: str = "scopes") -> Iterable[layout.ScopeKey]:
+        return list(self._keys(name))  # type: ignore[arg-type]
 
     def keys_of_gen(self, gen: int) -> Iterator[tuple[str, ct.Structure]]:
         for name in _KEYS:

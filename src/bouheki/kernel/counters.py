@@ -65,4 +65,4 @@ class CounterReader:
         """A policy whose rules changed starts counting afresh."""
         for r in range(MAX_RULES + 1):
             idx = ct.c_int(policy_id * (MAX_RULES + 1) + r)
-            self._rules[idx] = self._rules.Leaf(*([layout.Counter()] * self._rules.total_cpu))
+            self._rules[idx] = self._rules.Leaf()  # zeroed, one per CPU

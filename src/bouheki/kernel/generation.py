@@ -24,7 +24,7 @@ class MapIO(Protocol):
 
     def update(self, name: str, key: ct.Structure, value: ct.Structure | ct.c_uint64) -> None: ...
     def delete(self, name: str, key: ct.Structure) -> None: ...
-    def scope_keys(self) -> Iterable[layout.ScopeKey]: ...
+    def scope_keys(self, name: str = "scopes") -> Iterable[layout.ScopeKey]: ...
     def read_state(self) -> layout.State: ...
     def read_patterns(self) -> list[layout.Pattern]: ...
     def write_state(self, state: layout.State) -> None: ...
@@ -64,6 +64,12 @@ class ScopeSink:
         self._gen = gen
         self._written = written
         self.count = 0
+
+    def add_slice(self, cgroup_id: int) -> None:
+        """A slice outside every delegated subtree: names directly below it are units."""
+        key = layout.ScopeKey(gen=self._gen, cgroup_id=cgroup_id)
+        self._io.update("slices", key, ct.c_uint32(1))  # type: ignore[arg-type]
+        self._written.append(("slices", key))
 
     def add(self, cgroup_id: int, policy_id: int) -> None:
         name, key, value = pack.scope_entry(self._gen, cgroup_id, policy_id)
@@ -185,9 +191,10 @@ class GenerationSwap:
 
     def _delete_scopes_of(self, gen: int) -> None:
         # cgroup_mkdir adds entries the daemon never wrote.
-        stale = [k for k in self.io.scope_keys() if k.gen == gen]
-        for k in stale:
-            self.io.delete("scopes", k)
+        for name in ("scopes", "slices"):
+            stale = [k for k in self.io.scope_keys(name) if k.gen == gen]
+            for k in stale:
+                self.io.delete(name, k)
 
     def _delete_everything_of(self, gen: int) -> None:
         """After adopting state we did not write (a restart), find the old

@@ -92,8 +92,9 @@ def _lpm_set(
     included: Sequence[IPNetwork], excluded: Sequence[IPNetwork], tie_included: bool
 ) -> LpmSet:
     entries: dict[IPNetwork, bool] = {net: False for net in excluded}
+    excluded_set = set(excluded)
     for net in included:
-        entries[net] = tie_included if net in entries else True
+        entries[net] = tie_included if net in excluded_set else True
     return LpmSet(tuple(entries.items()))
 
 

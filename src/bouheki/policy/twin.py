@@ -15,6 +15,7 @@ from bouheki.policy.tables import (
     Connection,
     Decision,
     PolicyTables,
+    Proto,
     Verdict,
 )
 
@@ -53,7 +54,10 @@ def kernel_comm(comm: bytes) -> bytes:
 
 
 def decide(t: PolicyTables, c: Connection) -> Decision:
-    if c.dport == 0 or c.family not in (socket.AF_INET, socket.AF_INET6):
+    # Port 0 on TCP/UDP sends nothing (glibc sorts addresses with such UDP
+    # connects); an ICMP or raw socket always uses port 0 and is judged.
+    ignored_port = c.dport == 0 and c.proto in (Proto.TCP, Proto.UDP)
+    if ignored_port or c.family not in (socket.AF_INET, socket.AF_INET6):
         return Decision(Verdict.ALLOWED, Action.ALLOW, -1, None, t.policy_id, ignored=True)
     if c.family == socket.AF_INET and ":" in c.daddr:
         raise ValueError(f"AF_INET connection to an IPv6 address {c.daddr}")

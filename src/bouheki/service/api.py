@@ -20,8 +20,9 @@ Conventions:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Optional, Protocol, Sequence
+from typing import Callable, Literal, Optional, Protocol
 
 Verdict = Literal["allowed", "blocked", "would-block", "ignored"]
 EventVerdict = Literal["blocked", "would-block"]

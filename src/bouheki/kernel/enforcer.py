@@ -1,0 +1,93 @@
+"""Puts a compiled policy set into the kernel: the one place that joins the
+compiler's output, the cgroup scope plan and the generation swap."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..policy.assemble import CompiledPolicySet
+from ..units import cgroupfs
+from ..units.scope import Binding, ScopePlan, simple_pattern
+from .bccmaps import BccMaps
+from .counters import CounterReader
+from .generation import GenerationSwap, ScopeSink, UnitName, UnitPattern
+
+
+@dataclass
+class Applied:
+    generation: int
+    covered: dict[int, tuple[str, int]]  # cgroup id -> (cgroup path, policy id)
+    warnings: list[str] = field(default_factory=list)
+
+
+def bindings(compiled: CompiledPolicySet) -> list[Binding]:
+    return [Binding(s.glob or s.unit, s.policy_id) for s in compiled.scopes]
+
+
+class Enforcer:
+    def __init__(self, programs: Any, cgroup_root: Path | None = None) -> None:
+        self.programs = programs
+        self.maps = BccMaps(programs)
+        self.swap = GenerationSwap(self.maps)
+        self.counters = CounterReader(programs)
+        self.cgroup_root = cgroup_root or cgroupfs.cgroup2_root()
+
+    def apply(
+        self, compiled: CompiledPolicySet, parents: dict[str, str] | None = None
+    ) -> Applied:
+        """Make compiled the running policy, atomically. parents: unit -> the
+        cgroup path of its slice, where systemd says so."""
+        plan = ScopePlan(bindings(compiled), parents)
+        warnings: list[str] = []
+        names: list[UnitName] = []
+        patterns: list[UnitPattern] = []
+        for b in plan.exact.values():
+            parent = self.cgroup_root / plan.parent_of(b.unit).lstrip("/")
+            try:
+                names.append(UnitName(cgroupfs.cgroup_id(parent), b.unit, b.policy))
+            except FileNotFoundError:
+                warnings.append(
+                    f"{b.unit}: its slice {plan.parent_of(b.unit)} does not exist yet; the "
+                    "unit is covered once bouheki sees it, not from its first instruction"
+                )
+        for b in plan.patterns:
+            shape = simple_pattern(b.unit)
+            if shape is None:
+                warnings.append(
+                    f"{b.unit}: only PREFIX*SUFFIX patterns are matched by the kernel when a "
+                    "cgroup is created; this one is matched when bouheki walks the tree"
+                )
+                continue
+            patterns.append(UnitPattern(0, shape[0], shape[1], b.policy))
+        covered: dict[int, tuple[str, int]] = {}
+
+        def fill(sink: ScopeSink) -> None:
+            covered.update(plan.fill(self.cgroup_root, sink))
+
+        gen = self.swap.apply(
+            compiled.tables,
+            compiled.host_policy_id,
+            fill,
+            host_mntns=host_mount_ns(),
+            unit_names=names,
+            patterns=patterns,
+        )
+        return Applied(gen, covered, warnings)
+
+    def clear(self) -> None:
+        self.swap.clear()
+
+    def close(self) -> None:
+        self.programs.close()
+
+
+def host_mount_ns() -> int:
+    """PID 1's mount namespace is the host's, whatever namespace the daemon
+    itself runs in (ProtectSystem= gives it one of its own)."""
+    try:
+        return cgroupfs.mount_ns_inode(1)
+    except OSError:
+        return os.stat("/proc/self/ns/mnt").st_ino

@@ -1,0 +1,112 @@
+"""Which cgroups a unit policy covers.
+
+A cgroup's directory name is its unit's name, but only directly below a
+slice that lies outside every delegated subtree: below a service, a scope or
+a user manager, whoever holds the delegation picks the names. So a name
+counts only where its parent is such a slice; everything else inherits its
+parent's policy, and the deepest unit with a policy wins. The kernel's
+cgroup_mkdir program applies the same rule to cgroups created later
+(bpf/bouheki.bpf.c, bh_assign), from the tables this module plans.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from . import cgroupfs
+
+# The kernel checks patterns of this shape; anything else is matched here
+# only, when the daemon walks the tree (a unit it matches is covered from the
+# daemon's next look, not from its first instruction).
+_GLOB_CHARS = set("*?[]")
+
+
+@dataclass(frozen=True)
+class Binding:
+    unit: str  # a unit name or a shell pattern
+    policy: int
+
+    @property
+    def is_pattern(self) -> bool:
+        return any(c in _GLOB_CHARS for c in self.unit)
+
+
+def simple_pattern(pattern: str) -> tuple[str, str] | None:
+    """PREFIX*SUFFIX -> (PREFIX, SUFFIX); None for other shapes."""
+    if pattern.count("*") != 1 or any(c in pattern for c in "?[]"):
+        return None
+    prefix, suffix = pattern.split("*")
+    return prefix, suffix
+
+
+def slice_path(slice_name: str) -> str:
+    """systemd's cgroup path of a slice: 'a-b.slice' -> '/a.slice/a-b.slice'."""
+    stem = slice_name.removesuffix(".slice")
+    if stem in ("", "-"):
+        return "/"
+    parts = stem.split("-")
+    return "/" + "/".join("-".join(parts[: i + 1]) + ".slice" for i in range(len(parts)))
+
+
+def default_parent(unit: str) -> str:
+    """Where systemd puts a unit's cgroup unless its Slice= says otherwise."""
+    if unit.endswith(".slice"):
+        return str(Path(slice_path(unit)).parent)
+    return "/system.slice"
+
+
+class Sink(Protocol):
+    def add(self, cgroup_id: int, policy_id: int) -> None: ...
+    def add_slice(self, cgroup_id: int) -> None: ...
+
+
+class ScopePlan:
+    def __init__(self, bindings: list[Binding], parents: dict[str, str] | None = None) -> None:
+        """parents: unit name -> cgroup path of its slice, from systemd when it
+        knows the unit; default_parent() otherwise."""
+        self.exact = {b.unit: b for b in bindings if not b.is_pattern}
+        self.patterns = [b for b in bindings if b.is_pattern]
+        self.parents = parents or {}
+
+    def parent_of(self, unit: str) -> str:
+        return self.parents.get(unit) or default_parent(unit)
+
+    def match(self, name: str, parent_rel: str) -> int | None:
+        """The policy a cgroup called name directly below the slice at
+        parent_rel gets by its own name, if any."""
+        b = self.exact.get(name)
+        if b is not None and self.parent_of(name) == parent_rel:
+            return b.policy
+        for p in self.patterns:
+            if fnmatch.fnmatchcase(name, p.unit):
+                return p.policy
+        return None
+
+    def fill(self, root: Path, sink: Sink) -> dict[int, tuple[str, int]]:
+        """Walk the cgroup tree, writing each cgroup's policy and each
+        undelegated slice. Returns cgroup id -> (path, policy) for the cgroups
+        that have a policy."""
+        assigned: dict[Path, int | None] = {}
+        is_ctx: dict[Path, bool] = {}
+        covered: dict[int, tuple[str, int]] = {}
+        for path, cid in cgroupfs.walk(root):
+            if path == root:
+                policy, ctx = None, True
+            else:
+                parent = path.parent
+                ctx_parent = is_ctx.get(parent, False)
+                rel_parent = "/" + str(parent.relative_to(root)) if parent != root else "/"
+                own = self.match(path.name, rel_parent) if ctx_parent else None
+                policy = own if own is not None else assigned.get(parent)
+                ctx = ctx_parent and path.name.endswith(".slice")
+            assigned[path] = policy
+            is_ctx[path] = ctx
+            if ctx:
+                sink.add_slice(cid)
+            if policy is not None:
+                sink.add(cid, policy)
+                covered[cid] = ("/" + str(path.relative_to(root)).lstrip("."), policy)
+        return covered

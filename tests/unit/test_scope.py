@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bouheki.units.scope import Binding, ScopePlan, default_parent, simple_pattern, slice_path
+
+
+class Rec:
+    def __init__(self) -> None:
+        self.scopes: dict[int, int] = {}
+        self.slices: set[int] = set()
+
+    def add(self, cgroup_id: int, policy_id: int) -> None:
+        self.scopes[cgroup_id] = policy_id
+
+    def add_slice(self, cgroup_id: int) -> None:
+        self.slices.add(cgroup_id)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    for d in (
+        "system.slice/nginx.service/sub",
+        "system.slice/docker-abc.scope",
+        "system.slice/other.service",
+        "web.slice/web-api.slice/api.service",
+        "user.slice/user-1000.slice/user@1000.service/app.slice/nginx.service",
+        "user.slice/user-1000.slice/user@1000.service/app.slice/docker-x.scope",
+    ):
+        (tmp_path / d).mkdir(parents=True)
+    return tmp_path
+
+
+def ids(root: Path, rel: str) -> int:
+    return (root / rel).stat().st_ino
+
+
+def test_exact_units_patterns_slices_and_inheritance(tree: Path) -> None:
+    plan = ScopePlan([Binding("nginx.service", 1), Binding("docker-*.scope", 2),
+                      Binding("web.slice", 3)])  # fmt: skip
+    rec = Rec()
+    covered = plan.fill(tree, rec)
+    assert rec.scopes[ids(tree, "system.slice/nginx.service")] == 1
+    assert rec.scopes[ids(tree, "system.slice/nginx.service/sub")] == 1
+    assert rec.scopes[ids(tree, "system.slice/docker-abc.scope")] == 2
+    assert rec.scopes[ids(tree, "web.slice/web-api.slice/api.service")] == 3
+    assert ids(tree, "system.slice/other.service") not in rec.scopes
+    # Below a user manager the names are the user's to choose: no match.
+    u = "user.slice/user-1000.slice/user@1000.service/app.slice"
+    assert ids(tree, f"{u}/nginx.service") not in rec.scopes
+    assert ids(tree, f"{u}/docker-x.scope") not in rec.scopes
+    assert ids(tree, "user.slice/user-1000.slice") in rec.slices
+    assert ids(tree, u) not in rec.slices
+    assert covered[ids(tree, "system.slice/nginx.service")] == ("/system.slice/nginx.service", 1)
+
+
+def test_deepest_unit_wins(tree: Path) -> None:
+    plan = ScopePlan([Binding("system.slice", 5), Binding("nginx.service", 1)])
+    rec = Rec()
+    plan.fill(tree, rec)
+    assert rec.scopes[ids(tree, "system.slice/other.service")] == 5
+    assert rec.scopes[ids(tree, "system.slice/nginx.service/sub")] == 1
+
+
+def test_a_unit_in_another_slice_is_not_matched_by_name(tree: Path) -> None:
+    (tree / "web.slice/nginx.service").mkdir()
+    plan = ScopePlan([Binding("nginx.service", 1)])
+    rec = Rec()
+    plan.fill(tree, rec)
+    assert ids(tree, "web.slice/nginx.service") not in rec.scopes
+    plan = ScopePlan([Binding("nginx.service", 1)], parents={"nginx.service": "/web.slice"})
+    rec = Rec()
+    plan.fill(tree, rec)
+    assert rec.scopes[ids(tree, "web.slice/nginx.service")] == 1
+    assert ids(tree, "system.slice/nginx.service") not in rec.scopes
+
+
+def test_names() -> None:
+    assert slice_path("a-b-c.slice") == "/a.slice/a-b.slice/a-b-c.slice"
+    assert slice_path("-.slice") == "/"
+    assert default_parent("a-b.slice") == "/a.slice"
+    assert default_parent("system.slice") == "/"
+    assert default_parent("x.service") == "/system.slice"
+    assert simple_pattern("docker-*.scope") == ("docker-", ".scope")
+    assert simple_pattern("a*b*c") is None
+    assert simple_pattern("a?.scope") is None

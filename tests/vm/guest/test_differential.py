@@ -1,0 +1,86 @@
+"""The kernel and the Python twin agree: random policies, random connections
+made for real by processes of random identities; the kernel's verdict (EPERM
+or not) must be the twin's, and counters and events must count every block."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import sys
+
+import labkit
+import pytest
+from workers import Worker
+
+from bouheki.policy import randgen, twin
+from bouheki.policy.tables import Connection, Verdict
+
+SEED = int(os.environ.get("BOUHEKI_DIFF_SEED", "20261128"))
+POLICIES = int(os.environ.get("BOUHEKI_DIFF_POLICIES", "100"))
+PER_POLICY = int(os.environ.get("BOUHEKI_DIFF_CONNECTIONS", "50"))
+UNIT = "bouheki-lab.service"  # the suite's own unit: the workers are in it
+
+COMMS = ("curl", "wget", "python3", "nc")
+IDS = ((0, 0), (1000, 1000), (1001, 33))
+
+
+@pytest.fixture(scope="module")
+def workers():
+    ws = {(c, u, g): Worker(c, u, g) for c in COMMS for u, g in IDS}
+    yield ws
+    for w in ws.values():
+        w.close()
+
+
+def test_kernel_agrees_with_twin(enforce: labkit.Kernel, workers: dict) -> None:
+    py = os.path.realpath(sys.executable)
+    universe = randgen.Universe(
+        comms=COMMS,
+        uids=tuple(u for u, _ in IDS),
+        gids=tuple(g for _, g in IDS),
+        exes={py: labkit.exe_id(py), "/usr/bin/curl": labkit.exe_id("/usr/bin/curl")},
+    )
+    rng = random.Random(SEED)
+    py_exe = labkit.exe_id(py)
+    cases = mismatches = blocked = would_block = 0
+    failures: list[str] = []
+    base = enforce.global_counts()
+    enforce.take_events()
+    for n in range(POLICIES):
+        text = randgen.random_policy_toml(rng, universe, max_rules=8)
+        enforce.apply_files({f"units/{UNIT}.toml": text})
+        assert enforce.compiled is not None
+        tables = next(t for t in enforce.compiled.tables if t.name == UNIT)
+        for _ in range(PER_POLICY):
+            c = randgen.random_connection(rng, universe)
+            comm, (uid, gid) = rng.choice(COMMS), rng.choice(IDS)
+            via = "sendto" if c.proto == socket.IPPROTO_UDP and rng.random() < 0.5 else "connect"
+            conn = Connection(c.family, c.daddr, c.dport, c.proto, comm.encode(), py_exe, uid, gid)
+            want = twin.decide(tables, conn)
+            got = workers[(comm, uid, gid)].attempt(c.family, c.daddr, c.dport, c.proto, via)
+            cases += 1
+            kernel_blocked = got == labkit.EPERM
+            twin_blocked = want.verdict == Verdict.BLOCKED and not want.ignored
+            if want.verdict == Verdict.BLOCKED and not want.ignored:
+                blocked += 1
+            if want.verdict == Verdict.WOULD_BLOCK and not want.ignored:
+                would_block += 1
+            if kernel_blocked != twin_blocked:
+                mismatches += 1
+                if len(failures) < 10:
+                    failures.append(
+                        f"policy #{n} (seed {SEED}):\n{text}\nconnection {conn} via {via}: "
+                        f"kernel errno {got}, twin {want}"
+                    )
+    events = enforce.take_events()
+    counts = enforce.global_counts()
+    print(f"differential: {cases} cases, {POLICIES} policies, {blocked} blocked, "
+          f"{would_block} would-block, {mismatches} mismatches")  # fmt: skip
+    assert not failures, "\n\n".join(failures)
+    assert cases == POLICIES * PER_POLICY
+    assert counts.events_lost == base.events_lost
+    assert len(events) == blocked + would_block
+    assert sum(1 for e in events if e.verdict == Verdict.BLOCKED) == blocked
+    assert sum(1 for e in events if e.verdict == Verdict.WOULD_BLOCK) == would_block
+    assert enforce.blocked_total() == blocked + would_block
