@@ -21,5 +21,14 @@ lint:
 	python3 -m ruff check src tests bench
 	python3 -m ruff format --check src tests bench
 
+# Packages, built out of tree in build/ (packaging/build-deb, build-rpm):
+# dist/bouheki_<version>_all.deb and dist/bouheki-<version>-1.noarch.rpm.
+# As root on Debian, missing build dependencies are installed with apt-get.
+deb:
+	PY=$(PY) packaging/build-deb
+
+rpm:
+	PY=$(PY) packaging/build-rpm
+
 clean:
 	rm -rf .lab build dist

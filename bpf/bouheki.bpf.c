@@ -7,19 +7,18 @@
  * it; the lowest bit of the AND is the first matching rule. The cost is a
  * fixed handful of lookups whatever the number of rules or prefixes.
  * src/bouheki/policy/twin.py is the Python twin of bh_judge(). */
-#include <uapi/linux/ptrace.h>
 #include <linux/socket.h>
 #include <linux/in.h>
 #include <linux/in6.h>
-#include <linux/fs.h>
-#include <linux/mm_types.h>
-#include <linux/sched.h>
-#include <linux/nsproxy.h>
-#include <linux/ns_common.h>
-#include <linux/cgroup-defs.h>
-#include <linux/kernfs.h>
-#include <net/sock.h>
 #include "bouheki.h"
+
+/* Kernel structs are read at offsets taken from the running kernel's BTF
+ * (src/bouheki/kernel/btf.py passes BH_OFF_* as -D flags): their headers
+ * would triple the compile time, and some are in no installed header. */
+struct socket;
+struct msghdr;
+#define BH_READ(dst, base, off) \
+	bpf_probe_read_kernel(&(dst), sizeof(dst), (const char *)(base) + (off))
 
 #ifndef BH_MAX_SCOPES
 #define BH_MAX_SCOPES 65536
@@ -92,14 +91,9 @@ struct bh_who {
 
 static __always_inline void bh_identify(struct bh_who *who)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	void *task = (void *)bpf_get_current_task();
 	u64 ugid = bpf_get_current_uid_gid();
-	struct mm_struct *mm = NULL;
-	struct file *exe = NULL;
-	struct inode *inode = NULL;
-	struct super_block *sb = NULL;
-	struct nsproxy *nsp = NULL;
-	void *mnt_ns = NULL;
+	void *mm = NULL, *exe = NULL, *inode = NULL, *sb = NULL, *nsp = NULL, *mnt_ns = NULL;
 
 	who->cgroup_id = bpf_get_current_cgroup_id();
 	who->uid = (u32)ugid;
@@ -107,27 +101,24 @@ static __always_inline void bh_identify(struct bh_who *who)
 	bpf_get_current_comm(who->comm, sizeof(who->comm));
 
 	/* The executable by inode: unlike comm, a process cannot rename it. */
-	bpf_probe_read_kernel(&mm, sizeof(mm), &task->mm);
+	BH_READ(mm, task, BH_OFF_TASK_MM);
 	if (mm) {
-		bpf_probe_read_kernel(&exe, sizeof(exe), &mm->exe_file);
+		BH_READ(exe, mm, BH_OFF_MM_EXE_FILE);
 		if (exe) {
-			bpf_probe_read_kernel(&inode, sizeof(inode), &exe->f_inode);
+			BH_READ(inode, exe, BH_OFF_FILE_INODE);
 			if (inode) {
-				bpf_probe_read_kernel(&who->exe_ino, sizeof(who->exe_ino), &inode->i_ino);
-				bpf_probe_read_kernel(&sb, sizeof(sb), &inode->i_sb);
+				BH_READ(who->exe_ino, inode, BH_OFF_INODE_INO);
+				BH_READ(sb, inode, BH_OFF_INODE_SB);
 				if (sb)
-					bpf_probe_read_kernel(&who->exe_dev, sizeof(who->exe_dev), &sb->s_dev);
+					BH_READ(who->exe_dev, sb, BH_OFF_SB_DEV);
 			}
 		}
 	}
-	/* struct mnt_namespace is private to fs/, but since 5.11 it starts
-	 * with its struct ns_common, which is all we read. */
-	bpf_probe_read_kernel(&nsp, sizeof(nsp), &task->nsproxy);
+	BH_READ(nsp, task, BH_OFF_TASK_NSPROXY);
 	if (nsp) {
-		bpf_probe_read_kernel(&mnt_ns, sizeof(mnt_ns), &nsp->mnt_ns);
+		BH_READ(mnt_ns, nsp, BH_OFF_NSPROXY_MNT_NS);
 		if (mnt_ns)
-			bpf_probe_read_kernel(&who->mntns, sizeof(who->mntns),
-					      &((struct ns_common *)mnt_ns)->inum);
+			BH_READ(who->mntns, mnt_ns, BH_OFF_MNT_NS_NS + BH_OFF_NS_COMMON_INUM);
 	}
 }
 
@@ -298,7 +289,7 @@ static __always_inline int bh_judge(struct bh_conn *c, u8 hook)
 /* Fill c from a kernel copy of a sockaddr. Returns 0 when the hook must not
  * judge it: not IPv4/IPv6, or port 0 on TCP/UDP (glibc's getaddrinfo sorts
  * addresses with UDP connects to port 0; nothing is sent). */
-static __always_inline int bh_parse(struct bh_conn *c, struct sock *sk, void *addr, int addrlen)
+static __always_inline int bh_parse(struct bh_conn *c, void *sk, void *addr, int addrlen)
 {
 	u16 family = 0;
 	u16 proto = 0;
@@ -306,7 +297,7 @@ static __always_inline int bh_parse(struct bh_conn *c, struct sock *sk, void *ad
 	if (!addr || addrlen < (int)sizeof(struct sockaddr_in))
 		return 0;
 	bpf_probe_read_kernel(&family, sizeof(family), addr);
-	bpf_probe_read_kernel(&proto, sizeof(proto), &sk->sk_protocol);
+	BH_READ(proto, sk, BH_OFF_SOCK_PROTOCOL);
 	c->proto = proto;
 	if (family == AF_INET) {
 		struct sockaddr_in sin = {};
@@ -340,8 +331,9 @@ static __always_inline int bh_parse(struct bh_conn *c, struct sock *sk, void *ad
 LSM_PROBE(socket_connect, struct socket *sock, struct sockaddr *address, int addrlen)
 {
 	struct bh_conn c = {};
-	struct sock *sk = sock->sk;
+	void *sk = NULL;
 
+	BH_READ(sk, sock, BH_OFF_SOCKET_SK);
 	if (!sk || !bh_parse(&c, sk, address, addrlen))
 		return 0;
 	return bh_judge(&c, BH_HOOK_CONNECT);
@@ -352,16 +344,16 @@ LSM_PROBE(socket_connect, struct socket *sock, struct sockaddr *address, int add
 LSM_PROBE(socket_sendmsg, struct socket *sock, struct msghdr *msg, int size)
 {
 	struct bh_conn c = {};
-	struct sock *sk = sock->sk;
-	void *name = NULL;
+	void *sk = NULL, *name = NULL;
 	int namelen = 0;
 
+	BH_READ(sk, sock, BH_OFF_SOCKET_SK);
 	if (!sk)
 		return 0;
-	bpf_probe_read_kernel(&name, sizeof(name), &msg->msg_name);
+	BH_READ(name, msg, BH_OFF_MSGHDR_NAME);
 	if (!name)
 		return 0;
-	bpf_probe_read_kernel(&namelen, sizeof(namelen), &msg->msg_namelen);
+	BH_READ(namelen, msg, BH_OFF_MSGHDR_NAMELEN);
 	if (!bh_parse(&c, sk, name, namelen))
 		return 0;
 	return bh_judge(&c, BH_HOOK_SENDMSG);
@@ -371,33 +363,38 @@ LSM_PROBE(socket_sendmsg, struct socket *sock, struct msghdr *msg, int size)
  * unit's first connect is judged even if the daemon has not seen the unit
  * yet: the deepest unit with a policy wins, so the cgroup's own name (a unit
  * with a policy, exact or by pattern) comes before its parent's entry. */
-static __always_inline int bh_name_is(const char *name, const char *s, u32 len)
+/* Does buf (BH_PATTERN_LEN readable bytes) start with the len bytes of s?
+ * Word compares under a length mask: no data-dependent branches, so the
+ * verifier has one path to check however many patterns there are. */
+static __always_inline int bh_starts_with(const char *buf, const char *s, u32 len)
 {
-	/* Unrolled with constant offsets: the verifier cannot bound a loop
-	 * whose trip count comes from a map value. */
+	u64 diff = 0;
+
 #pragma unroll
-	for (int i = 0; i < BH_PATTERN_LEN; i++) {
-		if (i < len && name[i] != s[i])
-			return 0;
+	for (int w = 0; w < BH_PATTERN_LEN / 8; w++) {
+		u64 a = *(u64 *)(buf + 8 * w);
+		u64 b = *(u64 *)(s + 8 * w);
+		s32 n = (s32)len - 8 * w;
+		u64 mask = n >= 8 ? ~0ULL : n <= 0 ? 0 : ((1ULL << (8 * n)) - 1);
+		diff |= (a ^ b) & mask;
 	}
-	return 1;
+	return diff == 0;
 }
 
-static __always_inline int bh_pattern_match(struct bh_pattern *p, const char *name, u32 name_len,
-					    u64 parent)
+static __always_inline int bh_pattern_match(struct bh_pattern *p, const char *name, u32 name_len)
 {
-	if (p->parent_id && p->parent_id != parent)
+	u64 tail[BH_PATTERN_LEN / 8] = {};
+	u32 plen = p->prefix_len, slen = p->suffix_len;
+
+	if (plen > BH_PATTERN_LEN || slen > BH_PATTERN_LEN || name_len < plen + slen)
 		return 0;
-	if (p->prefix_len > BH_PATTERN_LEN || p->suffix_len > BH_PATTERN_LEN)
+	if (!bh_starts_with(name, p->prefix, plen))
 		return 0;
-	if (name_len < p->prefix_len + p->suffix_len)
+	u32 off = name_len - slen;
+	if (off > BH_UNIT_NAME_LEN - BH_PATTERN_LEN)
 		return 0;
-	if (!bh_name_is(name, p->prefix, p->prefix_len))
-		return 0;
-	u32 off = name_len - p->suffix_len;
-	if (off >= BH_UNIT_NAME_LEN - BH_PATTERN_LEN)
-		return 0;
-	return bh_name_is(name + off, p->suffix, p->suffix_len);
+	bpf_probe_read_kernel(tail, sizeof(tail), name + off);
+	return bh_starts_with((const char *)tail, p->suffix, slen);
 }
 
 static __always_inline void bh_assign(u32 gen, u64 id, u64 parent, struct bh_unit_key *uk,
@@ -420,8 +417,9 @@ static __always_inline void bh_assign(u32 gen, u64 id, u64 parent, struct bh_uni
 	if (!slices.lookup(&sk))
 		goto inherit;
 	/* A new slice directly below a known slice is known too. */
-	u32 tail = name_len - 6;
-	if (name_len > 6 && tail < BH_UNIT_NAME_LEN - 6 && bh_name_is(uk->name + tail, ".slice", 6)) {
+	struct bh_pattern slice = {.suffix_len = 6};
+	__builtin_memcpy(slice.suffix, ".slice", 6);
+	if (bh_pattern_match(&slice, uk->name, name_len)) {
 		u32 one = 1;
 		sk.cgroup_id = id;
 		slices.update(&sk, &one);
@@ -429,9 +427,9 @@ static __always_inline void bh_assign(u32 gen, u64 id, u64 parent, struct bh_uni
 	for (int i = 0; i < 2 * BH_MAX_PATTERNS; i++) {
 		int idx = i;
 		struct bh_pattern *p = patterns.lookup(&idx);
-		if (!p || p->gen != gen)
+		if (!p || p->gen != gen || (p->parent_id && p->parent_id != parent))
 			continue;
-		if (bh_pattern_match(p, uk->name, name_len, parent)) {
+		if (bh_pattern_match(p, uk->name, name_len)) {
 			struct bh_scope_val val = {.policy = p->policy};
 			scopes.update(&ck, &val);
 			bh_count(BH_G_SCOPE_NAMED);
@@ -450,28 +448,27 @@ inherit:
 /* The ids of a cgroup of the unified hierarchy (hierarchy_id 0) and of its
  * parent; 0 for the v1 hierarchies of a hybrid host, whose kernfs ids are a
  * separate number space. */
-static __always_inline int bh_cgroup_ids(struct cgroup *cgrp, u64 *id, u64 *parent,
-					 char *name, u32 *name_len)
+static __always_inline int bh_cgroup_ids(void *cgrp, u64 *id, u64 *parent, char *name,
+					 u32 *name_len)
 {
+	void *root = NULL, *kn = NULL, *pkn = NULL;
 	const char *kname = NULL;
-	struct cgroup_root *root = NULL;
-	struct kernfs_node *kn = NULL, *pkn = NULL;
 	int hid = -1;
 
-	bpf_probe_read_kernel(&root, sizeof(root), &cgrp->root);
+	BH_READ(root, cgrp, BH_OFF_CGROUP_ROOT);
 	if (root)
-		bpf_probe_read_kernel(&hid, sizeof(hid), &root->hierarchy_id);
+		BH_READ(hid, root, BH_OFF_CGROUP_ROOT_HID);
 	if (hid != 0)
 		return 0;
-	bpf_probe_read_kernel(&kn, sizeof(kn), &cgrp->kn);
+	BH_READ(kn, cgrp, BH_OFF_CGROUP_KN);
 	if (!kn)
 		return 0;
-	bpf_probe_read_kernel(id, sizeof(*id), &kn->id);
-	bpf_probe_read_kernel(&pkn, sizeof(pkn), &kn->parent);
+	BH_READ(*id, kn, BH_OFF_KN_ID);
+	BH_READ(pkn, kn, BH_OFF_KN_PARENT);
 	if (pkn)
-		bpf_probe_read_kernel(parent, sizeof(*parent), &pkn->id);
+		BH_READ(*parent, pkn, BH_OFF_KN_ID);
 	if (name) {
-		bpf_probe_read_kernel(&kname, sizeof(kname), &kn->name);
+		BH_READ(kname, kn, BH_OFF_KN_NAME);
 		int n = bpf_probe_read_kernel_str(name, BH_UNIT_NAME_LEN, kname);
 		*name_len = n > 0 ? n - 1 : 0;
 	}
@@ -486,7 +483,7 @@ RAW_TRACEPOINT_PROBE(cgroup_mkdir)
 	int zero = 0;
 	struct bh_state *st = state.lookup(&zero);
 
-	if (!st || !bh_cgroup_ids((struct cgroup *)ctx->args[0], &id, &parent, uk.name, &name_len) ||
+	if (!st || !bh_cgroup_ids((void *)ctx->args[0], &id, &parent, uk.name, &name_len) ||
 	    !parent)
 		return 0;
 	if (st->active_gen)
@@ -504,7 +501,7 @@ RAW_TRACEPOINT_PROBE(cgroup_rmdir)
 	int zero = 0;
 	struct bh_state *st = state.lookup(&zero);
 
-	if (!st || !bh_cgroup_ids((struct cgroup *)ctx->args[0], &id, &parent, NULL, NULL))
+	if (!st || !bh_cgroup_ids((void *)ctx->args[0], &id, &parent, NULL, NULL))
 		return 0;
 	struct bh_scope_key k = {.gen = st->active_gen, .cgroup_id = id};
 	scopes.delete(&k);

@@ -179,7 +179,7 @@ def test_unprivileged_callers_may_read_but_not_reload(
 def test_only_root_may_own_the_name(system_bus: tuple[PrivateBus, ServerThread]) -> None:
     script = (
         "import asyncio\n"
-        "from dbus_next.aio import MessageBus\n"
+        "from bouheki.bus._dbus import MessageBus\n"
         "async def main():\n"
         f"    bus = await MessageBus(bus_address={system_bus[0].address!r}).connect()\n"
         "    try:\n"
@@ -189,7 +189,12 @@ def test_only_root_may_own_the_name(system_bus: tuple[PrivateBus, ServerThread])
         "asyncio.run(main())\n"
     )
     result = subprocess.run(
-        [*AS_UID_1000, PYTHON, "-c", script], capture_output=True, text=True, timeout=10, cwd="/"
+        [*AS_UID_1000, PYTHON, "-c", script],
+        env=system_bus[0].env(),
+        capture_output=True,
+        text=True,
+        timeout=10,
+        cwd="/",
     )
     assert result.stdout.strip() == "org.freedesktop.DBus.Error.AccessDenied", result.stderr
 

@@ -267,7 +267,7 @@ class PrivateBus:
         line = self.proc.stdout.readline().strip()
         if not line:
             err = self.proc.stderr.read() if self.proc.stderr else ""
-            self.proc.wait(timeout=5)
+            self.close()
             raise RuntimeError(f"dbus-daemon did not start: {err.strip()}")
         self.address = line
 

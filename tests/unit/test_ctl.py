@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from test_bus_support import PROBLEMS, PYTHON, PrivateBus, ServerThread, run_ctl
+from test_bus_support import PROBLEMS, PYTHON, SRC, PrivateBus, ServerThread, run_ctl
 
 from bouheki.bus import names
 from bouheki.service.api import ConfigInvalid, EngineError
@@ -203,7 +203,7 @@ def test_help_teaches_with_examples() -> None:
         [PYTHON, "-m", "bouheki.ctl", "--help"],
         capture_output=True,
         text=True,
-        env={"PYTHONPATH": str(__import__("test_bus_support").SRC)},
+        env={"PYTHONPATH": str(SRC)},  # no bus address: --help needs none
     )
     assert result.returncode == 0
     for text in ("examples:", "bouhekictl explain --unit", "exit status:", "BOUHEKI_BUS_ADDRESS"):

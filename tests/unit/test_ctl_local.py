@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import types
 from typing import Any, Optional
 
 import pytest
-from test_bus_support import PROBLEMS
+from test_bus_support import PROBLEMS, PYTHON, SRC
 
 from bouheki.ctl import render
 from bouheki.ctl.check import LOADER_MODULE
@@ -164,3 +165,24 @@ def test_explanation_without_a_policy() -> None:
 
 def test_never_loaded() -> None:
     assert render.format_usec(0) == "never"
+
+
+def test_check_config_works_without_the_dbus_library() -> None:
+    # As the man page promises: a build host without dbus-next can still check.
+    script = (
+        "import sys, types\n"
+        "sys.modules['dbus_next'] = sys.modules['dbus_fast'] = None\n"
+        "from bouheki.service.api import CheckResult\n"
+        f"loader = types.ModuleType({LOADER_MODULE!r})\n"
+        "loader.check_config = lambda path: CheckResult(ok=True, policies=3)\n"
+        f"sys.modules[{LOADER_MODULE!r}] = loader\n"
+        "from bouheki.ctl.main import main\n"
+        "code = main(['check-config'])\n"
+        "assert 'bouheki.bus._dbus' not in sys.modules\n"
+        "sys.exit(code)\n"
+    )
+    result = subprocess.run(
+        [PYTHON, "-c", script], capture_output=True, text=True, env={"PYTHONPATH": str(SRC)}
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "configuration OK: 3 policies\n"

@@ -75,7 +75,7 @@ class Dispatcher:
         if msg.message_type != MessageType.METHOD_CALL or msg.path != names.OBJECT_PATH:
             return None
         if msg.interface == names.PROPERTIES_INTERFACE:
-            return None  # TEMP
+            return self._finish(msg, self._properties(msg))
         if msg.interface != names.INTERFACE:
             return None
         spec = self._specs.get(msg.member)

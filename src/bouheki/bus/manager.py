@@ -201,6 +201,8 @@ class Manager(ServiceInterface):
         self._changes.add(_RELOAD_FIELDS)
 
     def on_blocked(self, event: BlockedEvent) -> None:
+        if not self._bus.connected:
+            return  # nobody to tell; logging each event would flood the journal
         if not self._limiter.allow():
             self._suppressed_since_last += 1
             self._suppressed_total += 1

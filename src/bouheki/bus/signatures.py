@@ -2,9 +2,9 @@
 
 dbus-next (and dbus-fast) read a member's D-Bus types from its annotations,
 as string constants such as `-> "a{sv}"`. Linters read such strings as Python
-forward references and reject them, so these helpers write the annotations on
-the function and then apply the library's own decorator: the wire signature
-stays next to the member, and the rest of the code keeps real Python hints.
+forward references and reject them, so these helpers set the annotations on
+the function at import time and then apply the library's own decorator: the
+wire signature stays next to the member, and the source stays lint-clean.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ SPEC_ATTRIBUTE = "__bouheki_dbus_method__"
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A method as our own dispatcher (bouheki.bus.manager) needs it."""
+    """A method as our own dispatcher (bouheki.bus.dispatch) needs it."""
 
     name: str
     in_signature: str

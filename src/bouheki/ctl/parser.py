@@ -21,7 +21,7 @@ examples:
   bouhekictl status                       is it running, which generation, how many blocks
   sudo bouhekictl reload                  apply edited policies: all or nothing
   bouhekictl check-config                 validate the configuration without the daemon
-  bouhekictl check-config ./web.toml      ... or one file, before installing it
+  bouhekictl check-config old.yaml        ... or another main file (TOML, or legacy YAML)
   bouhekictl explain --unit nginx.service --comm curl --to 10.0.1.71:443
                                           which rule (file and line) decides a connection
   bouhekictl policies                     policies, their units, modes and files
@@ -54,8 +54,8 @@ permissions. Exit status 0 if valid, 5 if not; each problem is printed as
 file:line: message.
 
 examples:
-  bouhekictl check-config
-  bouhekictl check-config /etc/bouheki/units/nginx.service.toml
+  bouhekictl check-config                       bouheki.toml and units/ in the search paths
+  bouhekictl check-config /srv/new/bouheki.toml  another main file, same unit policies
   bouhekictl check-config --json legacy.yaml | jq '.problems[]'"""
 
 MONITOR_EPILOG = """\
@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
         "path",
         metavar="PATH",
         nargs="?",
-        help="a configuration file or directory (default: the standard search paths)",
+        help="the main configuration file, TOML or legacy YAML (default: bouheki.toml "
+        "in the search paths); unit policies come from the search paths",
     )
     check.add_argument(
         "--daemon",

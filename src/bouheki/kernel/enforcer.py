@@ -35,9 +35,7 @@ class Enforcer:
         self.counters = CounterReader(programs)
         self.cgroup_root = cgroup_root or cgroupfs.cgroup2_root()
 
-    def apply(
-        self, compiled: CompiledPolicySet, parents: dict[str, str] | None = None
-    ) -> Applied:
+    def apply(self, compiled: CompiledPolicySet, parents: dict[str, str] | None = None) -> Applied:
         """Make compiled the running policy, atomically. parents: unit -> the
         cgroup path of its slice, where systemd says so."""
         plan = ScopePlan(bindings(compiled), parents)

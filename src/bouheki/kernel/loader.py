@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import requirements
+from . import btf, requirements
 
 BPF_SOURCE = "bouheki.bpf.c"
 
@@ -81,9 +81,16 @@ def load(sizes: MapSizes | None = None, check: bool = True) -> Programs:
         ) from e
     src = bpf_dir()
     try:
+        offsets = btf.cflags()
+    except btf.BTFError as e:
+        raise requirements.KernelUnsupported(
+            f"cannot read kernel struct layouts from BTF: {e} (the kernel needs "
+            "CONFIG_DEBUG_INFO_BTF=y)"
+        ) from e
+    try:
         bpf = BPF(
             src_file=str(src / BPF_SOURCE).encode(),
-            cflags=[f"-I{src}", "-Wno-macro-redefined", *sizes.cflags()],
+            cflags=[f"-I{src}", "-Wno-macro-redefined", *sizes.cflags(), *offsets],
         )
     except Exception as e:  # bcc raises bare Exception for compile and load errors
         raise requirements.explain_load_error(e) from e

@@ -25,6 +25,7 @@ from bouheki.kernel.events import EventReader, KernelEvent
 from bouheki.policy.assemble import CompiledPolicySet, compile_policy_set, policy_set_requirements
 from bouheki.policy.env import Environment
 
+SRC = Path(os.environ.get("BOUHEKI_SRC", Path(__file__).resolve().parents[3]))
 SEED_ADDRS = ("10.0.1.1", "10.0.1.71", "93.184.216.34")
 SEED_ADDRS6 = ("2001:db8::1", "2001:db8::71")
 libc = ctypes.CDLL(None, use_errno=True)

@@ -1,0 +1,406 @@
+"""The daemon's engine: loads and applies the configuration, turns kernel
+events into journal entries and bus signals, answers the management API.
+The D-Bus adapter (bouheki.bus) and bouhekictl only talk to this through
+service/api.py."""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import ipaddress
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..config import loader
+from ..config.errors import ConfigError
+from ..config.policyset import PolicySet
+from ..kernel.enforcer import Applied, Enforcer, bindings
+from ..kernel.events import EventReader, KernelEvent
+from ..kernel.generation import ApplyError
+from ..policy import twin
+from ..policy.assemble import CompiledPolicySet, compile_policy_set, policy_set_requirements
+from ..policy.tables import DEFAULT_RULE, Connection, Origin, PolicyTables, Proto, Verdict
+from ..units import cgroupfs
+from ..units.scope import ScopePlan
+from . import api, environment
+from .journal import ConnEvent, Journal, RateLimit
+
+log = logging.getLogger("bouheki")
+
+VERDICT_WORDS = {Verdict.ALLOWED: "allowed", Verdict.BLOCKED: "blocked",
+                 Verdict.WOULD_BLOCK: "would-block"}  # fmt: skip
+
+
+def _usec_now() -> int:
+    return time.time_ns() // 1000
+
+
+def _origin_str(o: Origin | None) -> str:
+    return f"{o.file}:{o.line}" if o is not None and o.file else ""
+
+
+@dataclass
+class Running:
+    """The configuration in force, as one unit: replaced whole on reload."""
+
+    policy_set: PolicySet
+    compiled: CompiledPolicySet
+    applied: Applied
+    loaded_at_usec: int
+
+    def tables(self, policy_id: int) -> PolicyTables | None:
+        for t in self.compiled.tables:
+            if t.policy_id == policy_id:
+                return t
+        return None
+
+
+class Engine:
+    def __init__(
+        self,
+        config: str | None = None,
+        search_dirs: Sequence[str] = loader.DEFAULT_SEARCH_DIRS,
+        journal: Journal | None = None,
+        enforcer_factory: Any = None,
+    ) -> None:
+        self.config = config
+        self.search_dirs = list(search_dirs)
+        self.journal = journal or Journal()
+        self._enforcer_factory = enforcer_factory
+        self.enforcer: Enforcer | None = None
+        self.running: Running | None = None
+        self._listeners: list[api.EngineListener] = []
+        self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._events: EventReader | None = None
+        self.events_read = 0
+        self.blocked = 0
+        self.would_block = 0
+        self._cgroup_paths: dict[int, str] = {}
+
+    # -- life cycle -------------------------------------------------------
+
+    async def start(self) -> api.ReloadResult:
+        """Load the programs and apply the configuration. Raises ConfigInvalid
+        (nothing attached stays behind) or KernelUnsupported."""
+        self._loop = asyncio.get_running_loop()
+        # Parse first: a broken configuration must not cost a compile.
+        ps = await self._in_thread(self._load)
+        factory = self._enforcer_factory or _default_enforcer
+        self.enforcer = await self._in_thread(factory)
+        try:
+            result = await self._apply(ps, time.monotonic())
+        except BaseException:
+            self.enforcer.close()
+            self.enforcer = None
+            raise
+        self._events = EventReader(self.enforcer.programs, self._on_event_thread)
+        self._events.start()
+        return result
+
+    def stop(self) -> None:
+        """Detach: what `systemctl stop` asks for."""
+        if self._events is not None:
+            self._events.stop()
+        if self.enforcer is not None:
+            self.enforcer.clear()
+            self.enforcer.close()
+            self.enforcer = None
+
+    async def _in_thread(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, fn, *args)
+
+    # -- reload -------------------------------------------------------------
+
+    def _load(self) -> PolicySet:
+        try:
+            return loader.load(self.config, self.search_dirs)
+        except ConfigError as e:
+            problems = [api.Problem(p.file, p.line, p.message) for p in e.problems]
+            self.journal.reload_failed([str(p) for p in problems])
+            raise api.ConfigInvalid(problems) from e
+
+    async def reload(self) -> api.ReloadResult:
+        async with self._lock:
+            t0 = time.monotonic()
+            ps = await self._in_thread(self._load)
+            return await self._apply(ps, t0)
+
+    async def _apply(self, ps: PolicySet, t0: float) -> api.ReloadResult:
+        assert self.enforcer is not None
+        enforcer = self.enforcer
+        previous = self.running.compiled.ids if self.running else None
+
+        def work() -> tuple[CompiledPolicySet, Applied]:
+            env = environment.build(policy_set_requirements(ps))
+            compiled = compile_policy_set(ps, env, previous)
+            return compiled, enforcer.apply(compiled)
+
+        try:
+            compiled, applied = await self._in_thread(work)
+        except ApplyError as e:
+            self.journal.reload_failed([str(e)])
+            raise api.EngineError(f"{e}; the running policy stays in force") from e
+        old_ids = set(previous.values()) if previous else set()
+        self.running = Running(ps, compiled, applied, _usec_now())
+        self._cgroup_paths = {cid: path for cid, (path, _) in applied.covered.items()}
+        if self._events is not None:
+            # A policy id whose policy changed starts its rule counters afresh.
+            for pid in set(compiled.ids.values()) - old_ids:
+                enforcer.counters.reset_policy(pid)
+        warnings = [str(w) for w in [*ps.warnings, *compiled.warnings]] + applied.warnings
+        for w in warnings:
+            log.warning("%s", w)
+        self.journal.reloaded(applied.generation, self.mode_summary())
+        for listener in list(self._listeners):
+            listener.on_reloaded(applied.generation)
+            listener.on_properties_changed(["generation", "loaded_at_usec", "mode_summary"])
+        return api.ReloadResult(
+            generation=applied.generation,
+            policies=len(compiled.tables),
+            warnings=warnings,
+            duration_ms=int((time.monotonic() - t0) * 1000),
+        )
+
+    # -- events ---------------------------------------------------------------
+
+    def _on_event_thread(self, ev: KernelEvent) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_event, ev)
+
+    def unit_of(self, cgroup_id: int) -> str:
+        """The unit whose cgroup (or an ancestor's) this is, '' for none."""
+        path = self._cgroup_paths.get(cgroup_id)
+        if path is None and self.enforcer is not None:
+            for p, cid in cgroupfs.walk(self.enforcer.cgroup_root):
+                if cid == cgroup_id:
+                    path = "/" + str(p.relative_to(self.enforcer.cgroup_root))
+                    self._cgroup_paths[cgroup_id] = path
+                    break
+        if not path:
+            return ""
+        for part in reversed(path.strip("/").split("/")):
+            if part.endswith((".service", ".scope", ".slice", ".socket", ".mount", ".swap")):
+                return part
+        return ""
+
+    def _on_event(self, ev: KernelEvent) -> None:
+        self.events_read += 1
+        if ev.verdict == Verdict.BLOCKED:
+            self.blocked += 1
+        elif ev.verdict == Verdict.WOULD_BLOCK:
+            self.would_block += 1
+        run = self.running
+        t = run.tables(ev.policy_id) if run else None
+        rule = ev.rule if ev.rule != DEFAULT_RULE else (t.rule_count if t else ev.rule)
+        origin = t.origins[rule] if t and rule < len(t.origins) else None
+        try:
+            exe = os.readlink(f"/proc/{ev.pid}/exe")
+        except OSError:
+            exe = ""
+        unit = self.unit_of(ev.cgroup_id)
+        verdict = VERDICT_WORDS[ev.verdict]
+        self.journal.connection(
+            ConnEvent(
+                verdict=verdict, unit=unit, policy=t.name if t else str(ev.policy_id),
+                rule=ev.rule, origin=_origin_str(origin), daddr=ev.daddr, dport=ev.dport,
+                protocol=ev.protocol_name, comm=ev.comm, exe=exe, pid=ev.pid, uid=ev.uid,
+                gid=ev.gid, cgroup_id=ev.cgroup_id, hook=ev.hook.name.lower(),
+            )
+        )  # fmt: skip
+        if ev.verdict != Verdict.ALLOWED:
+            event = api.BlockedEvent(
+                unit=unit, policy=t.name if t else "", verdict=verdict, daddr=ev.daddr,
+                dport=ev.dport, protocol=ev.protocol_name, comm=ev.comm, exe=exe, pid=ev.pid,
+                uid=ev.uid, gid=ev.gid, rule=ev.rule if ev.rule != DEFAULT_RULE else api.NO_RULE,
+                origin=_origin_str(origin), timestamp_usec=_usec_now(),
+            )  # fmt: skip
+            for listener in list(self._listeners):
+                listener.on_blocked(event)
+                listener.on_properties_changed(["blocked", "would_block"])
+
+    # -- the management API -----------------------------------------------------
+
+    def subscribe(self, listener: api.EngineListener) -> api.Unsubscribe:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def mode_summary(self) -> str:
+        if self.running is None:
+            return "no policy"
+        tables = self.running.compiled.tables
+        monitor = sum(1 for t in tables if t.monitor)
+        noun = "policy" if len(tables) == 1 else "policies"
+        return f"{len(tables)} {noun}: {len(tables) - monitor} block, {monitor} monitor"
+
+    def status(self) -> api.Status:
+        run = self.running
+        return api.Status(
+            version=__version__,
+            generation=run.applied.generation if run else 0,
+            loaded_at_usec=run.loaded_at_usec if run else 0,
+            mode_summary=self.mode_summary(),
+            blocked=self.blocked,
+            would_block=self.would_block,
+        )
+
+    def status_line(self) -> str:
+        run = self.running
+        if run is None:
+            return "starting"
+        units = len(run.applied.covered)
+        return (
+            f"{self.mode_summary()}; {units} cgroups covered; generation "
+            f"{run.applied.generation}; {self.blocked} blocked"
+        )
+
+    def list_policies(self) -> list[api.PolicySummary]:
+        run = self.running
+        if run is None:
+            return []
+        per_policy: dict[int, int] = {}
+        for _, pid in run.applied.covered.values():
+            per_policy[pid] = per_policy.get(pid, 0) + 1
+        out = []
+        for p in run.policy_set.policies():
+            pid = run.compiled.ids[p.name]
+            t = run.tables(pid)
+            out.append(
+                api.PolicySummary(
+                    name=p.name,
+                    units=list(p.units),
+                    mode="monitor" if t and t.monitor else "block",
+                    rule_count=t.rule_count if t else 0,
+                    files=list(p.files),
+                    cgroups=per_policy.get(pid, 0),
+                )
+            )
+        return out
+
+    def statistics(self) -> api.Statistics:
+        run, enf = self.running, self.enforcer
+        if run is None or enf is None:
+            return api.Statistics(0, 0, 0, 0, 0, 0, 0)
+        g = enf.counters.global_counts()
+        policies = []
+        blocked = would = hits = 0
+        for t in run.compiled.tables:
+            counts = enf.counters.policy(t.policy_id, t.rule_count)
+            rules = [
+                api.RuleCounters(
+                    index=i if i < t.rule_count else api.NO_RULE,
+                    origin=_origin_str(t.origins[i]),
+                    hits=c.hits,
+                    blocked=c.blocked,
+                    would_block=c.would_block,
+                )
+                for i, c in enumerate(counts)
+            ]
+            pb = sum(c.blocked for c in counts)
+            pw = sum(c.would_block for c in counts)
+            ph = sum(c.hits for c in counts)
+            blocked, would, hits = blocked + pb, would + pw, hits + ph
+            policies.append(api.PolicyCounters(t.name, ph, pb, pw, rules))
+        return api.Statistics(
+            checks=g.checks,
+            allowed=hits - blocked - would,
+            blocked=blocked,
+            would_block=would,
+            events=self.events_read,
+            events_lost=g.events_lost,
+            events_suppressed=self.journal.suppressed_total,
+            policies=policies,
+        )
+
+    def _policy_for_unit(self, unit: str | None) -> int | None:
+        run = self.running
+        if run is None:
+            return None
+        plan = ScopePlan(bindings(run.compiled))
+        if unit:
+            # The unit itself, then its slices up to the root: the deepest wins.
+            chain = [unit]
+            parent = plan.parent_of(unit)
+            while parent not in ("", "/"):
+                chain.append(Path(parent).name)
+                parent = str(Path(parent).parent)
+            for name in chain:
+                b = plan.exact.get(name)
+                if b is not None:
+                    return b.policy
+                for p in plan.patterns:
+                    if fnmatch.fnmatchcase(name, p.unit):
+                        return p.policy
+        return run.compiled.host_policy_id
+
+    def explain(self, query: api.ExplainQuery) -> api.Explanation:
+        try:
+            addr = ipaddress.ip_address(query.address)
+        except ValueError as e:
+            raise api.BadRequest(f"{query.address!r} is not an IP address") from e
+        if query.port is None:
+            raise api.BadRequest("give the destination port (ADDRESS:PORT): rules can depend on it")
+        port = query.port
+        if not 0 <= port <= 65535:
+            raise api.BadRequest(f"port {port} is out of range (0-65535)")
+        proto = {"tcp": Proto.TCP, "udp": Proto.UDP}.get(query.protocol)
+        if proto is None:
+            raise api.BadRequest(f"protocol must be tcp or udp, not {query.protocol!r}")
+        pid = self._policy_for_unit(query.unit)
+        run = self.running
+        t = run.tables(pid) if run is not None and pid is not None else None
+        if t is None:
+            return api.Explanation("allowed", "", api.NO_RULE, "", 0, "",
+                                   "no policy applies to this process")  # fmt: skip
+        exe = None
+        if query.exe:
+            exe = environment.exe_ids([query.exe]).get(query.exe)
+        conn = Connection(
+            family=socket.AF_INET6 if addr.version == 6 else socket.AF_INET,
+            daddr=str(addr), dport=port, proto=int(proto), comm=query.comm.encode(),
+            exe=exe, uid=query.uid, gid=query.gid,
+        )  # fmt: skip
+        d = twin.decide(t, conn)
+        if d.ignored:
+            return api.Explanation("ignored", t.name, api.NO_RULE, "", 0, "",
+                                   "port 0 connects send nothing and are not judged")  # fmt: skip
+        o = d.origin
+        word = VERDICT_WORDS[d.verdict]
+        if d.rule == DEFAULT_RULE:
+            reason = f"no rule matched: the default of policy {t.name} is {d.action.name.lower()}"
+        else:
+            reason = f"rule {d.rule} of policy {t.name} ({o.text if o else ''}) matched"
+        return api.Explanation(
+            verdict=word, policy=t.name,
+            rule=d.rule if d.rule != DEFAULT_RULE else api.NO_RULE,
+            origin_file=o.file if o else "", origin_line=o.line if o else 0,
+            origin_text=o.text if o else "", reason=reason,
+        )  # fmt: skip
+
+    def check_config(self, path: str | None) -> api.CheckResult:
+        rep = loader.check_config(path or self.config, self.search_dirs)
+        return api.CheckResult(
+            ok=rep.ok,
+            problems=[api.Problem(p.file, p.line, p.message) for p in rep.problems],
+            warnings=list(rep.warnings),
+            policies=rep.policies,
+        )
+
+
+def _default_enforcer() -> Enforcer:
+    from ..kernel import loader as kloader
+
+    return Enforcer(kloader.load())
+
+
+def rate_limit_from(ps: PolicySet) -> RateLimit:
+    s = ps.settings
+    return RateLimit(burst=s.event_rate_limit, interval=s.event_rate_interval)

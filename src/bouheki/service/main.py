@@ -1,0 +1,174 @@
+"""`bouheki`: the daemon. Runs in the foreground under systemd (Type=notify).
+
+Exit codes: 0 stopped cleanly; 1 the configuration is invalid at start;
+2 usage; 3 BPF LSM enforcement is unavailable on this kernel; 4 the D-Bus
+name cannot be owned (another instance runs, or the bus policy is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from .. import __version__
+from ..config import loader
+from ..kernel.requirements import KernelUnsupported
+from . import api
+from .engine import Engine
+
+EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_KERNEL, EXIT_BUS = 0, 1, 2, 3, 4
+log = logging.getLogger("bouheki")
+
+
+def notify(*states: str) -> None:
+    """sd_notify through python3-systemd; a no-op outside systemd."""
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return
+    try:
+        from systemd import daemon
+    except ImportError:
+        return
+    daemon.notify("\n".join(states))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="bouheki",
+        description="Per-unit egress control with BPF LSM: blocks the outbound connections "
+        "that each systemd unit's policy does not allow.",
+        epilog="Policies: /etc/bouheki/bouheki.toml and units/<unit>.toml in /usr/lib/bouheki, "
+        "/run/bouheki, /etc/bouheki. SIGHUP or `systemctl reload bouheki` reloads them. "
+        "See bouheki(8) and bouheki.toml(5).",
+    )
+    ap.add_argument("--config", help="main TOML file, or a legacy bouheki .yaml file")
+    ap.add_argument(
+        "--units-dir",
+        action="append",
+        dest="search_dirs",
+        help="search this directory for units/ instead of the standard ones (repeatable; "
+        "later ones take precedence)",
+    )
+    ap.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    ap.add_argument("--no-bus", action="store_true", help="do not serve the D-Bus API")
+    ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    ap.add_argument("--version", action="version", version=f"bouheki {__version__}")
+    return ap.parse_args(argv)
+
+
+class Daemon:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        dirs = args.search_dirs or list(loader.DEFAULT_SEARCH_DIRS)
+        self.engine = Engine(config=args.config, search_dirs=dirs)
+        self.stopping = asyncio.Event()
+        self.bus_service: Any = None
+        self.bus: Any = None
+
+    def set_status(self) -> None:
+        notify(f"STATUS={self.engine.status_line()}")
+
+    async def reload(self) -> None:
+        notify(
+            "RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}"
+        )
+        try:
+            result = await self.engine.reload()
+            log.info("reloaded: generation %d, %d policies", result.generation, result.policies)
+        except api.ConfigInvalid as e:
+            for p in e.problems:
+                log.error("%s", p)
+            log.error("reload refused: the running policy stays in force")
+        except api.EngineError as e:
+            log.error("reload failed: %s", e)
+        finally:
+            notify("READY=1")
+            self.set_status()
+
+    async def watchdog(self) -> None:
+        usec = int(os.environ.get("WATCHDOG_USEC", "0"))
+        if not usec or os.environ.get("WATCHDOG_PID", str(os.getpid())) != str(os.getpid()):
+            return
+        # The loop answering is what we vouch for: a wedged loop stops the pings.
+        while not self.stopping.is_set():
+            notify("WATCHDOG=1")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=usec / 2e6)
+
+    async def serve_bus(self) -> None:
+        from ..bus.connection import connect, resolve_bus
+        from ..bus.server import serve
+
+        self.bus = await connect(resolve_bus())
+        self.bus_service = await serve(self.engine, self.bus)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        try:
+            result = await self.engine.start()
+        except api.ConfigInvalid as e:
+            for p in e.problems:
+                print(f"bouheki: {p}", file=sys.stderr)
+            return EXIT_CONFIG
+        except KernelUnsupported as e:
+            print(f"bouheki: {e}", file=sys.stderr)
+            return EXIT_KERNEL
+        for w in result.warnings:
+            log.warning("%s", w)
+        if not self.args.no_bus:
+            try:
+                await self.serve_bus()
+            except Exception as e:
+                print(f"bouheki: D-Bus: {e}", file=sys.stderr)
+                self.engine.stop()
+                return EXIT_BUS
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        self.engine.journal.started(self.engine.mode_summary())
+        # Only now: programs attached, policy applied, SIGHUP handled.
+        notify("READY=1")
+        self.set_status()
+        watchdog = loop.create_task(self.watchdog())
+        status = loop.create_task(self._status_updates())
+        await self.stopping.wait()
+        notify("STOPPING=1")
+        watchdog.cancel()
+        status.cancel()
+        if self.bus_service is not None:
+            await self.bus_service.close()
+            self.bus.disconnect()
+        self.engine.stop()
+        return EXIT_OK
+
+    async def _status_updates(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            self.set_status()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(levelname)s %(message)s", stream=sys.stderr
+    )
+    if args.check:
+        dirs = args.search_dirs or list(loader.DEFAULT_SEARCH_DIRS)
+        rep = loader.check_config(args.config, dirs)
+        for w in rep.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        for p in rep.problems:
+            print(str(p), file=sys.stderr)
+        print(f"{rep.policies} policies; {'OK' if rep.ok else 'INVALID'}")
+        return EXIT_OK if rep.ok else EXIT_CONFIG
+    return asyncio.run(Daemon(args).run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

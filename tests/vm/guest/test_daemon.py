@@ -1,0 +1,188 @@
+"""bouheki as a systemd service, against the guest's real systemd, D-Bus and
+journald: notify start-up, unit and slice policies, synchronous reload that
+keeps the running policy when a file is broken, journal events per unit,
+the watchdog, and no window when a protected unit starts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import labkit
+import pytest
+
+UNITS = Path("/etc/bouheki/units")
+DENY_71 = '[network]\nallow = ["10.0.1.0/24"]\ndeny = ["10.0.1.71"]\n'
+MSG_BLOCKED = "970ffe9247c14e91a2dc0faca0c6ca78"
+MSG_RELOAD_FAILED = "b6790b0f3121403095cd8928b37a8102"
+
+
+def sh(*cmd: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({r.returncode}): {r.stdout}{r.stderr}")
+    return r
+
+
+def prop(unit: str, name: str) -> str:
+    return sh("systemctl", "show", "-P", name, unit).stdout.strip()
+
+
+def in_unit(unit: str, *cmd: str, slice_: str | None = None) -> int:
+    """Run cmd as a fresh transient service called unit; its exit code."""
+    extra = [f"--slice={slice_}"] if slice_ else []
+    r = sh("systemd-run", "--quiet", "--wait", "--pipe", "--collect", f"--unit={unit}",
+           *extra, "--", *cmd, check=False)  # fmt: skip
+    return r.returncode
+
+
+def curl_in(unit: str, url: str, slice_: str | None = None) -> int:
+    return in_unit(unit, "curl", "-s", "-o", "/dev/null", "--max-time", "5", url, slice_=slice_)
+
+
+def journal(*match: str, since: str | None = None) -> list[dict]:
+    sh("journalctl", "--sync")
+    args = ["journalctl", "-o", "json", "--no-pager", *match]
+    if since:
+        args += ["--since", since]
+    out = sh(*args).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def daemon(hosts: labkit.TestHosts) -> Iterator[None]:
+    sh(f"{labkit.SRC}/tests/vm/guest-install")
+    for f in UNITS.glob("*"):
+        sh("rm", "-rf", str(f))
+    sh("systemctl", "start", "bouheki", timeout=300)
+    yield
+    sh("systemctl", "stop", "bouheki", check=False)
+    for f in UNITS.glob("*"):
+        sh("rm", "-rf", str(f))
+
+
+def reload() -> subprocess.CompletedProcess[str]:
+    return sh("systemctl", "reload", "bouheki", check=False, timeout=300)
+
+
+def test_started_with_notify_and_status(daemon: None) -> None:
+    assert prop("bouheki.service", "ActiveState") == "active"
+    assert prop("bouheki.service", "Type") == "notify"
+    status = prop("bouheki.service", "StatusText")
+    assert "policies" in status or "policy" in status, status
+    assert "generation" in status
+
+
+def test_unit_policy_blocks_only_that_unit(daemon: None) -> None:
+    (UNITS / "bh-demo-a.service.toml").write_text(DENY_71)
+    r = reload()
+    assert r.returncode == 0, r.stderr
+    assert curl_in("bh-demo-a.service", "http://10.0.1.71/") == 7
+    assert curl_in("bh-demo-a.service", "http://10.0.1.1/") == 0
+    assert curl_in("bh-demo-b.service", "http://10.0.1.71/") == 0
+
+
+def test_journal_shows_the_block_under_the_unit(daemon: None) -> None:
+    mark = time.strftime("%Y-%m-%d %H:%M:%S")
+    (UNITS / "bh-demo-j.service.toml").write_text(DENY_71)
+    assert reload().returncode == 0
+    assert curl_in("bh-demo-j.service", "http://10.0.1.71/") == 7
+    assert labkit.wait_for(
+        lambda: journal("-u", "bh-demo-j.service", f"MESSAGE_ID={MSG_BLOCKED}", since=mark)
+    )
+    (e,) = journal("-u", "bh-demo-j.service", f"MESSAGE_ID={MSG_BLOCKED}", since=mark)
+    assert e["OBJECT_SYSTEMD_UNIT"] == "bh-demo-j.service"
+    assert e["BOUHEKI_ACTION"] == "BLOCKED"
+    assert e["BOUHEKI_DADDR"] == "10.0.1.71"
+    assert e["BOUHEKI_DPORT"] == "80"
+    assert e["BOUHEKI_PROTOCOL"] == "tcp"
+    assert e["BOUHEKI_COMM"] == "curl"
+    assert e["BOUHEKI_UNIT"] == "bh-demo-j.service"
+    assert e["BOUHEKI_POLICY"] == "bh-demo-j.service"
+    assert e["BOUHEKI_RULE"].startswith(str(UNITS / "bh-demo-j.service.toml") + ":")
+    assert e["BOUHEKI_HOOK"] == "connect"
+    assert e["PRIORITY"] == "4"
+    for f in ("BOUHEKI_PID", "BOUHEKI_UID", "BOUHEKI_GID", "BOUHEKI_CGROUP_ID", "BOUHEKI_EXE"):
+        assert f in e
+
+
+def test_slice_policy_covers_its_services(daemon: None) -> None:
+    (UNITS / "bhdemo.slice.toml").write_text(DENY_71)
+    assert reload().returncode == 0
+    assert curl_in("bh-demo-s.service", "http://10.0.1.71/", slice_="bhdemo.slice") == 7
+    assert curl_in("bh-demo-s2.service", "http://10.0.1.71/") == 0
+
+
+def test_broken_dropin_is_refused_and_the_old_policy_stays(daemon: None) -> None:
+    (UNITS / "bh-demo-a.service.toml").write_text(DENY_71)
+    assert reload().returncode == 0
+    gen = prop("bouheki.service", "StatusText")
+    dropins = UNITS / "bh-demo-a.service.d"
+    dropins.mkdir(exist_ok=True)
+    (dropins / "50-broken.toml").write_text('[network]\ndeny = ["10.0.1.300"]\n')
+    mark = time.strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        r = reload()
+        assert r.returncode != 0
+        assert f"{dropins / '50-broken.toml'}:2:" in r.stdout + r.stderr
+        failed = journal(f"MESSAGE_ID={MSG_RELOAD_FAILED}", since=mark)
+        assert failed and "50-broken.toml:2:" in failed[-1]["MESSAGE"]
+        assert prop("bouheki.service", "ActiveState") == "active"
+        assert curl_in("bh-demo-a.service", "http://10.0.1.71/") == 7
+        assert prop("bouheki.service", "StatusText") == gen
+    finally:
+        sh("rm", "-rf", str(dropins))
+    assert reload().returncode == 0
+
+
+def test_sighup_reloads(daemon: None) -> None:
+    before = prop("bouheki.service", "StatusText")
+    sh("systemctl", "kill", "-s", "HUP", "bouheki")
+    assert labkit.wait_for(lambda: prop("bouheki.service", "StatusText") != before, 60)
+
+
+def test_unit_first_connect_is_judged_every_start(daemon: None) -> None:
+    """No window: the cgroup gets its policy in the kernel as systemd creates
+    it, before the unit's first instruction."""
+    (UNITS / "bh-demo-fast.service.toml").write_text(DENY_71)
+    assert reload().returncode == 0
+    code = "import socket; s=socket.socket(); s.settimeout(3); s.connect(('10.0.1.71', 80))"
+    starts = 100
+    escaped = sum(
+        in_unit("bh-demo-fast.service", "python3", "-c", code) == 0 for _ in range(starts)
+    )
+    assert escaped == 0, f"{escaped} of {starts} starts connected to a denied address"
+
+
+def test_watchdog_keeps_the_service_alive(daemon: None) -> None:
+    d = Path("/run/systemd/system/bouheki.service.d")
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "watchdog.conf").write_text("[Service]\nWatchdogSec=3s\n")
+    try:
+        sh("systemctl", "daemon-reload")
+        sh("systemctl", "restart", "bouheki", timeout=300)
+        pid = prop("bouheki.service", "MainPID")
+        assert prop("bouheki.service", "WatchdogUSec") == "3s"
+        time.sleep(10)
+        assert prop("bouheki.service", "ActiveState") == "active"
+        assert prop("bouheki.service", "MainPID") == pid
+        assert prop("bouheki.service", "NRestarts") == "0"
+    finally:
+        (d / "watchdog.conf").unlink()
+        sh("systemctl", "daemon-reload")
+        sh("systemctl", "restart", "bouheki", timeout=300)
+
+
+def test_stop_detaches(daemon: None) -> None:
+    (UNITS / "bh-demo-a.service.toml").write_text(DENY_71)
+    assert reload().returncode == 0
+    assert curl_in("bh-demo-a.service", "http://10.0.1.71/") == 7
+    sh("systemctl", "stop", "bouheki")
+    try:
+        assert curl_in("bh-demo-a.service", "http://10.0.1.71/") == 0
+    finally:
+        sh("systemctl", "start", "bouheki", timeout=300)
+    assert curl_in("bh-demo-a.service", "http://10.0.1.71/") == 7
