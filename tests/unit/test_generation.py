@@ -128,3 +128,32 @@ def test_patterns_use_free_slots_and_old_ones_are_cleared() -> None:
     with pytest.raises(ApplyError, match="at most 16"):
         swap.apply([tables()], None, lambda s: None, patterns=too_many)
     assert io.state.active_gen == 2
+
+
+def test_every_map_the_swap_touches_exists_in_the_programs() -> None:
+    import re
+    from pathlib import Path
+
+    from bouheki.kernel.bccmaps import MAP_NAMES
+    from bouheki.kernel.generation import UnitName
+
+    touched: set[str] = set()
+
+    class Recording(DictMaps):
+        def update(self, name: str, key: ct.Structure, value: ct.Structure) -> None:
+            touched.add(name)
+            super().update(name, key, value)
+
+    io = Recording()
+    swap = GenerationSwap(io, grace_s=0)
+
+    def fill(sink: ScopeSink) -> None:
+        sink.add_slice(3)
+        sink.add(4, 0)
+
+    pat = UnitPattern(parent_id=0, prefix="docker-", suffix=".scope", policy=0)
+    swap.apply([tables()], 0, fill, unit_names=[UnitName(3, "x.service", 0)], patterns=[pat])
+    assert touched <= set(MAP_NAMES)
+    src = (Path(__file__).resolve().parents[2] / "bpf" / "bouheki.bpf.c").read_text()
+    declared = set(re.findall(r"^BPF_\w+\((?:\"\w+\", [^,]+, [^,]+, )?(\w+)", src, re.M))
+    assert set(MAP_NAMES) <= declared, set(MAP_NAMES) - declared

@@ -22,6 +22,9 @@ MAP_NAMES = (
     "exes",
     "uids",
     "gids",
+    "unit_names",
+    "patterns",
+    "slices",
 )
 _KEYS: dict[str, type[ct.Structure]] = {
     "policies": layout.PolicyKey,

@@ -30,7 +30,7 @@ from ..policy.tables import DEFAULT_RULE, Connection, Origin, PolicyTables, Prot
 from ..units import cgroupfs
 from ..units.scope import ScopePlan
 from . import api, environment
-from .journal import ConnEvent, Journal, RateLimit
+from .journal import ConnEvent, Journal
 
 log = logging.getLogger("bouheki")
 
@@ -151,6 +151,8 @@ class Engine:
             raise api.EngineError(f"{e}; the running policy stays in force") from e
         old_ids = set(previous.values()) if previous else set()
         self.running = Running(ps, compiled, applied, _usec_now())
+        self.journal.rate.burst = ps.settings.event_rate_limit
+        self.journal.rate.interval = ps.settings.event_rate_interval
         self._cgroup_paths = {cid: path for cid, (path, _) in applied.covered.items()}
         if self._events is not None:
             # A policy id whose policy changed starts its rule counters afresh.
@@ -399,8 +401,3 @@ def _default_enforcer() -> Enforcer:
     from ..kernel import loader as kloader
 
     return Enforcer(kloader.load())
-
-
-def rate_limit_from(ps: PolicySet) -> RateLimit:
-    s = ps.settings
-    return RateLimit(burst=s.event_rate_limit, interval=s.event_rate_interval)

@@ -38,3 +38,21 @@ def enforce(kernel: labkit.Kernel, tmp_path: Path) -> Iterator[labkit.Kernel]:
     kernel.tmp = tmp_path
     yield kernel
     kernel.clear()
+
+
+@pytest.fixture(scope="session")
+def daemon(hosts: labkit.TestHosts) -> Iterator[None]:
+    """bouheki installed from the checkout and running as a systemd service."""
+    labkit.sh(f"{labkit.SRC}/tests/vm/guest-install")
+    for f in labkit.UNITS.glob("*"):
+        labkit.sh("rm", "-rf", str(f))
+    r = labkit.sh("systemctl", "start", "bouheki", timeout=300, check=False)
+    if r.returncode != 0:
+        log = labkit.sh("journalctl", "-u", "bouheki", "-n", "40", "--no-pager", check=False)
+        labkit.sh("systemctl", "stop", "bouheki", check=False)
+        labkit.sh("systemctl", "reset-failed", "bouheki", check=False)
+        pytest.fail(f"bouheki did not start:\n{log.stdout}", pytrace=False)
+    yield
+    labkit.sh("systemctl", "stop", "bouheki", check=False)
+    for f in labkit.UNITS.glob("*"):
+        labkit.sh("rm", "-rf", str(f))

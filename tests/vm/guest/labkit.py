@@ -174,6 +174,16 @@ def connect_errno(addr: str, port: int = 80, family: int | None = None,
         s.close()
 
 
+UNITS = Path("/etc/bouheki/units")
+
+
+def sh(*cmd: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({r.returncode}): {r.stdout}{r.stderr}")
+    return r
+
+
 def run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kw)
 

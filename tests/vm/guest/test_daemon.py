@@ -8,23 +8,14 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import labkit
-import pytest
+from labkit import UNITS, sh
 
-UNITS = Path("/etc/bouheki/units")
 DENY_71 = '[network]\nallow = ["10.0.1.0/24"]\ndeny = ["10.0.1.71"]\n'
 MSG_BLOCKED = "970ffe9247c14e91a2dc0faca0c6ca78"
 MSG_RELOAD_FAILED = "b6790b0f3121403095cd8928b37a8102"
-
-
-def sh(*cmd: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({r.returncode}): {r.stdout}{r.stderr}")
-    return r
 
 
 def prop(unit: str, name: str) -> str:
@@ -50,18 +41,6 @@ def journal(*match: str, since: str | None = None) -> list[dict]:
         args += ["--since", since]
     out = sh(*args).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-
-@pytest.fixture(scope="module")
-def daemon(hosts: labkit.TestHosts) -> Iterator[None]:
-    sh(f"{labkit.SRC}/tests/vm/guest-install")
-    for f in UNITS.glob("*"):
-        sh("rm", "-rf", str(f))
-    sh("systemctl", "start", "bouheki", timeout=300)
-    yield
-    sh("systemctl", "stop", "bouheki", check=False)
-    for f in UNITS.glob("*"):
-        sh("rm", "-rf", str(f))
 
 
 def reload() -> subprocess.CompletedProcess[str]:
