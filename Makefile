@@ -24,8 +24,11 @@ lint:
 # Packages, built out of tree in build/ (packaging/build-deb, build-rpm):
 # dist/bouheki_<version>_all.deb and dist/bouheki-<version>-1.noarch.rpm.
 # As root on Debian, missing build dependencies are installed with apt-get.
+# make deb DEB_VERSION_SUFFIX=+lab1: the same tree as version <version>+lab1,
+# in dist/upgrade/bouheki_<version>+lab1_all.deb (the lab's upgrade test).
+DEB_VERSION_SUFFIX ?=
 deb:
-	PY=$(PY) packaging/build-deb
+	PY=$(PY) DEB_VERSION_SUFFIX='$(DEB_VERSION_SUFFIX)' packaging/build-deb
 
 rpm:
 	PY=$(PY) packaging/build-rpm

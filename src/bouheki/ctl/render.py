@@ -32,6 +32,18 @@ def format_usec(usec: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(usec / 1_000_000))
 
 
+def format_expiry(usec: int, now: float | None = None) -> str:
+    """When a name's address expires. A past time is not an error: the
+    daemon keeps an address dns_grace seconds after its TTL ran out. -1: the
+    name has no address at all."""
+    if usec < 0:
+        return "-"
+    text = format_usec(usec)
+    if usec and usec / 1_000_000 < (time.time() if now is None else now):
+        text += " (in grace)"
+    return text
+
+
 def format_destination(address: str, port: Any, protocol: str = "") -> str:
     """addr:port, [v6]:port, with /proto; port None or absent: the address alone."""
     text = f"[{address}]" if ":" in address and port is not None else address
@@ -86,10 +98,10 @@ def policies(items: list[Data]) -> str:
         ],
     )
     name_rows = [
-        (p["name"], n["name"], a["address"], format_usec(a["expires_usec"]))
+        (p["name"], n["name"], a["address"], format_expiry(a["expires_usec"]))
         for p in items
         for n in p.get("names", [])
-        for a in (n["addresses"] or [{"address": "-", "expires_usec": 0}])
+        for a in (n["addresses"] or [{"address": "-", "expires_usec": -1}])
     ]
     if name_rows:
         text += "\n\n" + format_table(["POLICY", "NAME", "ADDRESS", "EXPIRES"], name_rows)

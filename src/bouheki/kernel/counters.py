@@ -39,7 +39,7 @@ class CounterReader:
 
     def global_counts(self) -> GlobalCounts:
         def total(slot: int) -> int:
-            return int(sum(v.value for v in self._global[ct.c_int(slot)]))
+            return sum(int(v) for v in self._global[ct.c_int(slot)])
 
         return GlobalCounts(
             checks=total(layout.G_CHECKS),

@@ -24,8 +24,10 @@ from ..config.policyset import PolicySet
 from ..kernel.enforcer import Applied, Enforcer, bindings
 from ..kernel.events import EventReader, KernelEvent
 from ..kernel.generation import ApplyError
+from ..names.manager import NamesManager, limits_from
 from ..policy import twin
 from ..policy.assemble import CompiledPolicySet, compile_policy_set, policy_set_requirements
+from ..policy.env import requirements
 from ..policy.tables import DEFAULT_RULE, Connection, Origin, PolicyTables, Proto, Verdict
 from ..units import cgroupfs
 from ..units.scope import ScopePlan
@@ -84,6 +86,8 @@ class Engine:
         self.blocked = 0
         self.would_block = 0
         self._cgroup_paths: dict[int, str] = {}
+        # Domain names and @lan, kept current between reloads (issue 8).
+        self.names = NamesManager()
 
     # -- life cycle -------------------------------------------------------
 
@@ -103,10 +107,12 @@ class Engine:
             raise
         self._events = EventReader(self.enforcer.programs, self._on_event_thread)
         self._events.start()
+        self.names.start(self.refresh)
         return result
 
     def stop(self) -> None:
         """Detach: what `systemctl stop` asks for."""
+        self.names.stop()
         if self._events is not None:
             self._events.stop()
         if self.enforcer is not None:
@@ -139,8 +145,11 @@ class Engine:
         enforcer = self.enforcer
         previous = self.running.compiled.ids if self.running else None
 
+        req = policy_set_requirements(ps)
+
         def work() -> tuple[CompiledPolicySet, Applied]:
-            env = environment.build(policy_set_requirements(ps))
+            self.names.set_limits(limits_from(ps.settings))
+            env = environment.build(req, self.names)
             compiled = compile_policy_set(ps, env, previous)
             return compiled, enforcer.apply(compiled)
 
@@ -151,6 +160,7 @@ class Engine:
             raise api.EngineError(f"{e}; the running policy stays in force") from e
         old_ids = set(previous.values()) if previous else set()
         self.running = Running(ps, compiled, applied, _usec_now())
+        self.names.activate(req.names, req.sets)
         self.journal.rate.burst = ps.settings.event_rate_limit
         self.journal.rate.interval = ps.settings.event_rate_interval
         self._cgroup_paths = {cid: path for cid, (path, _) in applied.covered.items()}
@@ -171,6 +181,20 @@ class Engine:
             warnings=warnings,
             duration_ms=int((time.monotonic() - t0) * 1000),
         )
+
+    async def refresh(self) -> bool:
+        """A domain name's or @lan's addresses changed: recompile the running
+        policies (no file is re-read) and swap the kernel generation, as a
+        reload does. False when that failed (the running policy stays)."""
+        async with self._lock:
+            if self.running is None or self.enforcer is None:
+                return True
+            try:
+                await self._apply(self.running.policy_set, time.monotonic())
+            except Exception as e:
+                log.error("cannot apply the changed addresses: %s", e)
+                return False
+            return True
 
     # -- events ---------------------------------------------------------------
 
@@ -283,6 +307,7 @@ class Engine:
                     rule_count=t.rule_count if t else 0,
                     files=list(p.files),
                     cgroups=per_policy.get(pid, 0),
+                    names=self.names.states(requirements(p.spec).names),
                 )
             )
         return out

@@ -3,13 +3,11 @@ domain names, address sets) into the compiler's immutable Environment."""
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
 from collections.abc import Iterable
 
+from ..names.manager import NamesManager
 from ..policy.env import Environment, Requirements
-from ..policy.model import IPNetwork
 
 
 def kernel_dev(st_dev: int) -> int:
@@ -30,40 +28,18 @@ def exe_ids(paths: Iterable[str]) -> dict[str, tuple[int, int] | None]:
     return out
 
 
-def lan_networks() -> list[IPNetwork]:
-    """The connected subnets of every interface but loopback."""
-    from pyroute2 import IPRoute
-
-    nets: list[IPNetwork] = []
-    with IPRoute() as ipr:
-        for msg in ipr.get_addr():
-            addr = msg.get_attr("IFA_ADDRESS")
-            if addr is None:
-                continue
-            net = ipaddress.ip_network(f"{addr}/{msg['prefixlen']}", strict=False)
-            if net.is_loopback:
-                continue
-            nets.append(net)
-    return sorted(set(nets), key=lambda n: (n.version, n))
-
-
-def resolve_names(names: Iterable[str]) -> dict[str, list[IPNetwork]]:
-    """A name that does not resolve contributes nothing (the compiler warns)."""
-    out: dict[str, list[IPNetwork]] = {}
-    for name in names:
+def build(req: Requirements, names: NamesManager | None = None) -> Environment:
+    """Blocking (DNS, netlink): call from a worker thread. `names` keeps the
+    domain names and @lan current between reloads; without one, they are
+    resolved once (a name that does not resolve contributes nothing: the
+    compiler warns). @loopback, @link-local and @multicast are fixed
+    (policy/env.py)."""
+    if names is None:
+        once = NamesManager()
         try:
-            infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
-        except OSError:
-            continue
-        out[name] = sorted(
-            {ipaddress.ip_network(info[4][0].split("%")[0]) for info in infos},
-            key=lambda n: (n.version, n),
-        )
-    return out
-
-
-def build(req: Requirements) -> Environment:
-    sets: dict[str, list[IPNetwork]] = {}
-    if "lan" in req.sets:
-        sets["lan"] = lan_networks()
-    return Environment(names=resolve_names(req.names), sets=sets, exes=exe_ids(req.exes))
+            networks, sets = once.prepare(req.names, req.sets)
+        finally:
+            once.stop()
+    else:
+        networks, sets = names.prepare(req.names, req.sets)
+    return Environment(names=networks, sets=sets, exes=exe_ids(req.exes))

@@ -1,47 +1,45 @@
-"""Long-lived forked processes with a chosen identity (comm, uid, gid) that
-make connections on request, so a test can try thousands of connections from
-many identities without paying a fork per connection."""
+"""Long-lived processes with a chosen identity (comm, uid, gid) that make
+connections on request, so a test can try thousands of connections from
+many identities without paying a process start per connection.
+
+Run as a script, this file is the worker: it reads one JSON request per line
+on stdin and answers with the errno (0: success) on stdout."""
 
 from __future__ import annotations
 
+import ctypes
 import json
-import os
 import socket
-
-from labkit import set_comm
+import subprocess
+import sys
 
 
 class Worker:
     def __init__(self, comm: str, uid: int, gid: int) -> None:
         self.comm, self.uid, self.gid = comm, uid, gid
-        req_r, self._req_w = os.pipe()
-        self._resp_r, resp_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - child
-            try:
-                os.close(self._req_w)
-                os.close(self._resp_r)
-                os.setgroups([])
-                os.setresgid(gid, gid, gid)
-                os.setresuid(uid, uid, uid)
-                set_comm(comm)
-                _serve(os.fdopen(req_r, "r"), os.fdopen(resp_w, "w"))
-            finally:
-                os._exit(0)
-        os.close(req_r)
-        os.close(resp_w)
-        self.pid = pid
-        self._w = os.fdopen(self._req_w, "w")
-        self._r = os.fdopen(self._resp_r, "r")
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, comm],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            user=uid,
+            group=gid,
+            extra_groups=[],
+        )
 
     def attempt(self, family: int, addr: str, port: int, proto: int, via: str = "connect") -> int:
-        self._w.write(json.dumps([family, addr, port, proto, via]) + "\n")
-        self._w.flush()
-        return int(self._r.readline())
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps([family, addr, port, proto, via]) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {self.comm}/{self.uid} died: {self.proc.wait()}")
+        return int(line)
 
     def close(self) -> None:
-        self._w.close()
-        os.waitpid(self.pid, 0)
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
 
 
 def attempt(family: int, addr: str, port: int, proto: int, via: str) -> int:
@@ -61,8 +59,16 @@ def attempt(family: int, addr: str, port: int, proto: int, via: str) -> int:
         s.close()
 
 
-def _serve(r, w) -> None:  # pragma: no cover - child
-    for line in r:
-        family, addr, port, proto, via = json.loads(line)
-        w.write(f"{attempt(family, addr, port, proto, via)}\n")
-        w.flush()
+def main() -> None:
+    ctypes.CDLL(None).prctl(15, sys.argv[1].encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    for line in sys.stdin:
+        try:
+            result = attempt(*json.loads(line))
+        except Exception as e:  # answer, never die: the parent waits for a line
+            print(f"worker: {e!r}", file=sys.stderr)
+            result = -1
+        print(result, flush=True)
+
+
+if __name__ == "__main__":
+    main()
