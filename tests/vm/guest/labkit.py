@@ -24,6 +24,7 @@ from bouheki.kernel.enforcer import Applied, Enforcer
 from bouheki.kernel.events import EventReader, KernelEvent
 from bouheki.policy.assemble import CompiledPolicySet, compile_policy_set, policy_set_requirements
 from bouheki.policy.env import Environment
+from bouheki.policy.tables import MAX_RULES
 
 SRC = Path(os.environ.get("BOUHEKI_SRC", Path(__file__).resolve().parents[3]))
 SEED_ADDRS = ("10.0.1.1", "10.0.1.71", "93.184.216.34")
@@ -107,11 +108,12 @@ class Kernel:
         return self.enforcer.counters.global_counts()
 
     def blocked_total(self) -> int:
-        """Blocked + would-block over every rule of every policy of the set."""
+        """Blocked + would-block over every rule slot of every policy id in use
+        (slots past a policy's current rule count hold its earlier versions')."""
         total = 0
         assert self.compiled is not None
-        for t in self.compiled.tables:
-            for c in self.enforcer.counters.policy(t.policy_id, t.rule_count):
+        for pid in self.compiled.ids.values():
+            for c in self.enforcer.counters.policy(pid, MAX_RULES):
                 total += c.blocked + c.would_block
         return total
 

@@ -36,6 +36,19 @@ class Worker:
             raise RuntimeError(f"worker {self.comm}/{self.uid} died: {self.proc.wait()}")
         return int(line)
 
+    def attempt_many(self, requests: list[tuple[int, str, int, int, str]]) -> list[int]:
+        """One round trip for many attempts, made in order."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("".join(json.dumps(list(r)) + "\n" for r in requests))
+        self.proc.stdin.flush()
+        out = []
+        for _ in requests:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"worker {self.comm}/{self.uid} died: {self.proc.wait()}")
+            out.append(int(line))
+        return out
+
     def close(self) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
