@@ -36,6 +36,7 @@ REQUIRED_SOURCES=(
 	dbus/org.bouheki.Bouheki1.conf
 	dbus/org.bouheki.Bouheki1.Manager.xml
 	etc/bouheki/bouheki.toml
+	vendor/units/bouheki.service.toml
 	doc/bouheki.8.md
 	doc/bouhekictl.8.md
 	doc/bouheki.toml.5.md
@@ -45,7 +46,7 @@ EXAMPLE_GLOB='etc/bouheki/units/*.toml.example'
 # Copied into the build tree when present, never required.
 OPTIONAL_SOURCES=(README.md LICENSE LICENSE.txt COPYING setup.cfg setup.py MANIFEST.in)
 # What the build tree holds (directories are copied whole).
-STAGED_PATHS=(pyproject.toml src bpf systemd dbus etc doc)
+STAGED_PATHS=(pyproject.toml src bpf systemd dbus etc vendor doc)
 
 check_sources() {
 	local missing=() f

@@ -96,7 +96,13 @@ class RateLimit:
 class Journal:
     def __init__(self, rate: RateLimit | None = None, send: SendFn | None = None) -> None:
         self.rate = rate or RateLimit()
-        self.send = send or _default_send()
+        raw = send or _default_send()
+
+        def send_as_bouheki(message: str, **fields: Any) -> Any:
+            # Not the interpreter's name: `journalctl -t bouheki` finds them all.
+            return raw(message, SYSLOG_IDENTIFIER="bouheki", **fields)
+
+        self.send = send_as_bouheki
         self.suppressed_total = 0
 
     def connection(self, ev: ConnEvent) -> bool:
