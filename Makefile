@@ -16,6 +16,11 @@ unit:
 lab:
 	tests/vm/run --suite tests/vm/guest
 
+# Boots the lab and measures (bench/README.md): bench/RESULTS.md, bench/results.json.
+bench:
+	tests/vm/setup-host
+	$(PY) bench/run
+
 lint:
 	python3 -m ruff --version >/dev/null 2>&1 || python3 -m pip install -q ruff
 	python3 -m ruff check src tests bench

@@ -2,7 +2,11 @@
  * no compiler) by bench/run into build/bench/connect-loop.
  *
  *   connect-loop client ADDR N PORT...   for each PORT: 100 untimed connects,
- *                                        then N timed ones; one JSON line
+ *                                        then N timed ones; one JSON line with
+ *                                        the wall and CPU time of the N
+ *   connect-loop client-hold ...         the same, then waits for EOF on stdin
+ *                                        (the caller reads BPF statistics of
+ *                                        programs that live as long as the unit)
  *   connect-loop serve PORT              accept and close on 127.0.0.1:PORT
  *   connect-loop flood ADDR PORT SECONDS connect in a loop for SECONDS
  *
@@ -26,12 +30,17 @@ struct tally {
 	int last_errno;
 };
 
-static long long now_ns(void)
+static long long clock_ns(clockid_t clk)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(clk, &ts);
 	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static long long now_ns(void)
+{
+	return clock_ns(CLOCK_MONOTONIC);
 }
 
 static void one(const struct sockaddr_in *sa, struct tally *t)
@@ -68,9 +77,10 @@ static struct sockaddr_in addr_of(const char *ip, const char *port)
 	return sa;
 }
 
-static int client(int argc, char **argv)
+static int client(int argc, char **argv, int hold)
 {
 	long n;
+	char buf[64];
 
 	if (argc < 5)
 		return 2;
@@ -79,20 +89,25 @@ static int client(int argc, char **argv)
 	for (int i = 4; i < argc; i++) {
 		struct sockaddr_in sa = addr_of(argv[2], argv[i]);
 		struct tally warm = {0}, t = {0};
-		long long t0, t1;
+		long long t0, t1, c0, c1;
 
 		for (int k = 0; k < 100; k++)
 			one(&sa, &warm);
+		c0 = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
 		t0 = now_ns();
 		for (long k = 0; k < n; k++)
 			one(&sa, &t);
 		t1 = now_ns();
-		printf("%s{\"port\": %s, \"ns\": %lld, \"ok\": %ld, \"refused\": %ld, "
-		       "\"eperm\": %ld, \"other\": %ld, \"errno\": %d}",
-		       i > 4 ? ", " : "", argv[i], t1 - t0, t.ok, t.refused, t.eperm, t.other,
-		       t.last_errno);
+		c1 = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
+		printf("%s{\"port\": %s, \"ns\": %lld, \"cpu_ns\": %lld, \"ok\": %ld, "
+		       "\"refused\": %ld, \"eperm\": %ld, \"other\": %ld, \"errno\": %d}",
+		       i > 4 ? ", " : "", argv[i], t1 - t0, c1 - c0, t.ok, t.refused, t.eperm,
+		       t.other, t.last_errno);
 	}
 	printf("]}\n");
+	fflush(stdout);
+	while (hold && read(0, buf, sizeof(buf)) > 0)
+		;
 	return 0;
 }
 
@@ -143,12 +158,14 @@ int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
 	if (argc >= 2 && !strcmp(argv[1], "client"))
-		return client(argc, argv);
+		return client(argc, argv, 0);
+	if (argc >= 2 && !strcmp(argv[1], "client-hold"))
+		return client(argc, argv, 1);
 	if (argc >= 2 && !strcmp(argv[1], "serve"))
 		return serve(argc, argv);
 	if (argc >= 2 && !strcmp(argv[1], "flood"))
 		return flood(argc, argv);
-	fprintf(stderr, "usage: connect-loop client ADDR N PORT... | serve PORT | "
+	fprintf(stderr, "usage: connect-loop client|client-hold ADDR N PORT... | serve PORT | "
 			"flood ADDR PORT SECONDS\n");
 	return 2;
 }

@@ -404,8 +404,13 @@ static __always_inline void bh_assign(u32 gen, u64 id, u64 parent, struct bh_uni
 	struct bh_scope_key pk = {.gen = gen, .cgroup_id = parent};
 	struct bh_scope_val *v;
 
+	/* Only directly below an undelegated slice does a name say which unit
+	 * a cgroup is; unit names are unique, whichever slice holds the unit. */
+	struct bh_scope_key sk = {.gen = gen, .cgroup_id = parent};
+	if (!slices.lookup(&sk))
+		goto inherit;
 	uk->gen = gen;
-	uk->parent_id = parent;
+	uk->parent_id = 0;
 	v = unit_names.lookup(uk);
 	if (v) {
 		struct bh_scope_val copy = *v;
@@ -413,9 +418,6 @@ static __always_inline void bh_assign(u32 gen, u64 id, u64 parent, struct bh_uni
 		bh_count(BH_G_SCOPE_NAMED);
 		return;
 	}
-	struct bh_scope_key sk = {.gen = gen, .cgroup_id = parent};
-	if (!slices.lookup(&sk))
-		goto inherit;
 	/* A new slice directly below a known slice is known too. */
 	struct bh_pattern slice = {.suffix_len = 6};
 	__builtin_memcpy(slice.suffix, ".slice", 6);

@@ -114,12 +114,12 @@ struct bh_id_key {
 };
 
 /* A unit's cgroup that does not exist yet: when systemd creates a directory
- * called name under the cgroup parent_id, it gets policy at once. */
+ * called name directly below an undelegated slice, it gets policy at once. */
 #define BH_UNIT_NAME_LEN 128
 struct bh_unit_key {
 	__u32 gen;
 	__u32 pad;
-	__u64 parent_id; /* 0: any parent (patterns only) */
+	__u64 parent_id; /* reserved: 0 */
 	char name[BH_UNIT_NAME_LEN];
 };
 

@@ -64,17 +64,15 @@ def test_deepest_unit_wins(tree: Path) -> None:
     assert rec.scopes[ids(tree, "system.slice/nginx.service/sub")] == 1
 
 
-def test_a_unit_in_another_slice_is_not_matched_by_name(tree: Path) -> None:
+def test_a_unit_is_matched_in_whichever_undelegated_slice_holds_it(tree: Path) -> None:
     (tree / "web.slice/nginx.service").mkdir()
     plan = ScopePlan([Binding("nginx.service", 1)])
     rec = Rec()
     plan.fill(tree, rec)
-    assert ids(tree, "web.slice/nginx.service") not in rec.scopes
-    plan = ScopePlan([Binding("nginx.service", 1)], parents={"nginx.service": "/web.slice"})
-    rec = Rec()
-    plan.fill(tree, rec)
     assert rec.scopes[ids(tree, "web.slice/nginx.service")] == 1
-    assert ids(tree, "system.slice/nginx.service") not in rec.scopes
+    assert rec.scopes[ids(tree, "system.slice/nginx.service")] == 1
+    u = "user.slice/user-1000.slice/user@1000.service/app.slice"
+    assert ids(tree, f"{u}/nginx.service") not in rec.scopes
 
 
 def test_names() -> None:

@@ -35,22 +35,12 @@ class Enforcer:
         self.counters = CounterReader(programs)
         self.cgroup_root = cgroup_root or cgroupfs.cgroup2_root()
 
-    def apply(self, compiled: CompiledPolicySet, parents: dict[str, str] | None = None) -> Applied:
-        """Make compiled the running policy, atomically. parents: unit -> the
-        cgroup path of its slice, where systemd says so."""
-        plan = ScopePlan(bindings(compiled), parents)
+    def apply(self, compiled: CompiledPolicySet) -> Applied:
+        """Make compiled the running policy, atomically."""
+        plan = ScopePlan(bindings(compiled))
         warnings: list[str] = []
-        names: list[UnitName] = []
         patterns: list[UnitPattern] = []
-        for b in plan.exact.values():
-            parent = self.cgroup_root / plan.parent_of(b.unit).lstrip("/")
-            try:
-                names.append(UnitName(cgroupfs.cgroup_id(parent), b.unit, b.policy))
-            except FileNotFoundError:
-                warnings.append(
-                    f"{b.unit}: its slice {plan.parent_of(b.unit)} does not exist yet; the "
-                    "unit is covered once bouheki sees it, not from its first instruction"
-                )
+        names = [UnitName(0, b.unit, b.policy) for b in plan.exact.values()]
         for b in plan.patterns:
             shape = simple_pattern(b.unit)
             if shape is None:

@@ -28,7 +28,15 @@ from ..names.manager import NamesManager, limits_from
 from ..policy import twin
 from ..policy.assemble import CompiledPolicySet, compile_policy_set, policy_set_requirements
 from ..policy.env import requirements
-from ..policy.tables import DEFAULT_RULE, Connection, Origin, PolicyTables, Proto, Verdict
+from ..policy.tables import (
+    DEFAULT_RULE,
+    MAX_RULES,
+    Connection,
+    Origin,
+    PolicyTables,
+    Proto,
+    Verdict,
+)
 from ..units import cgroupfs
 from ..units.scope import ScopePlan
 from . import api, environment
@@ -320,7 +328,10 @@ class Engine:
         policies = []
         blocked = would = hits = 0
         for t in run.compiled.tables:
-            counts = enf.counters.policy(t.policy_id, t.rule_count)
+            every = enf.counters.policy(t.policy_id, MAX_RULES)
+            # Current rules, then the default; totals count every slot, so
+            # hits of rules an edit removed still count for the policy.
+            counts = [*every[: t.rule_count], every[-1]]
             rules = [
                 api.RuleCounters(
                     index=i if i < t.rule_count else api.NO_RULE,
@@ -331,9 +342,9 @@ class Engine:
                 )
                 for i, c in enumerate(counts)
             ]
-            pb = sum(c.blocked for c in counts)
-            pw = sum(c.would_block for c in counts)
-            ph = sum(c.hits for c in counts)
+            pb = sum(c.blocked for c in every)
+            pw = sum(c.would_block for c in every)
+            ph = sum(c.hits for c in every)
             blocked, would, hits = blocked + pb, would + pw, hits + ph
             policies.append(api.PolicyCounters(t.name, ph, pb, pw, rules))
         return api.Statistics(

@@ -64,21 +64,20 @@ class Sink(Protocol):
 
 
 class ScopePlan:
-    def __init__(self, bindings: list[Binding], parents: dict[str, str] | None = None) -> None:
-        """parents: unit name -> cgroup path of its slice, from systemd when it
-        knows the unit; default_parent() otherwise."""
+    def __init__(self, bindings: list[Binding]) -> None:
         self.exact = {b.unit: b for b in bindings if not b.is_pattern}
         self.patterns = [b for b in bindings if b.is_pattern]
-        self.parents = parents or {}
 
     def parent_of(self, unit: str) -> str:
-        return self.parents.get(unit) or default_parent(unit)
+        """Where systemd puts the unit by default (for explaining slices)."""
+        return default_parent(unit)
 
-    def match(self, name: str, parent_rel: str) -> int | None:
-        """The policy a cgroup called name directly below the slice at
-        parent_rel gets by its own name, if any."""
+    def match(self, name: str) -> int | None:
+        """The policy a cgroup called name, directly below an undelegated
+        slice, gets by its own name: unit names are unique, so the slice
+        that holds it does not matter."""
         b = self.exact.get(name)
-        if b is not None and self.parent_of(name) == parent_rel:
+        if b is not None:
             return b.policy
         for p in self.patterns:
             if fnmatch.fnmatchcase(name, p.unit):
@@ -98,8 +97,7 @@ class ScopePlan:
             else:
                 parent = path.parent
                 ctx_parent = is_ctx.get(parent, False)
-                rel_parent = "/" + str(parent.relative_to(root)) if parent != root else "/"
-                own = self.match(path.name, rel_parent) if ctx_parent else None
+                own = self.match(path.name) if ctx_parent else None
                 policy = own if own is not None else assigned.get(parent)
                 ctx = ctx_parent and path.name.endswith(".slice")
             assigned[path] = policy

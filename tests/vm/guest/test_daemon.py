@@ -101,6 +101,17 @@ def test_slice_policy_covers_its_services(daemon: None) -> None:
     assert curl_in("bh-demo-s2.service", "http://10.0.1.71/") == 0
 
 
+def test_unit_policy_follows_the_unit_into_any_slice(daemon: None) -> None:
+    """The slice is created with the unit, after the reload: the kernel still
+    knows the unit by name as systemd creates its cgroup."""
+    (UNITS / "bh-demo-elsewhere.service.toml").write_text(DENY_71)
+    assert reload().returncode == 0
+    slice_ = "bhother-x.slice"
+    assert curl_in("bh-demo-elsewhere.service", "http://10.0.1.71/", slice_=slice_) == 7
+    assert curl_in("bh-demo-elsewhere.service", "http://10.0.1.1/", slice_=slice_) == 0
+    assert curl_in("bh-demo-other.service", "http://10.0.1.71/", slice_=slice_) == 0
+
+
 def test_broken_dropin_is_refused_and_the_old_policy_stays(daemon: None) -> None:
     (UNITS / "bh-demo-a.service.toml").write_text(DENY_71)
     assert reload().returncode == 0
