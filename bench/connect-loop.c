@@ -4,8 +4,12 @@
  *   connect-loop client ADDR N PORT...   for each PORT: 100 untimed connects,
  *                                        then N timed ones; one JSON line with
  *                                        the wall and CPU time of the N
- *   connect-loop client-hold ...         the same, then waits for EOF on stdin
- *                                        (the caller reads BPF statistics of
+ *   connect-loop client-sync ...         the same, but says "ready", waits for a
+ *                                        line on stdin before it starts (the
+ *                                        caller waits for systemd to settle
+ *                                        after starting the unit), and waits
+ *                                        for EOF on stdin before it exits (the
+ *                                        caller reads the BPF statistics of
  *                                        programs that live as long as the unit)
  *   connect-loop serve PORT              accept and close on 127.0.0.1:PORT
  *   connect-loop flood ADDR PORT SECONDS connect in a loop for SECONDS
@@ -77,10 +81,17 @@ static struct sockaddr_in addr_of(const char *ip, const char *port)
 	return sa;
 }
 
-static int client(int argc, char **argv, int hold)
+static int client(int argc, char **argv, int sync)
 {
 	long n;
 	char buf[64];
+
+	if (sync) {
+		printf("ready\n");
+		fflush(stdout);
+		if (!fgets(buf, sizeof(buf), stdin))
+			return 1;
+	}
 
 	if (argc < 5)
 		return 2;
@@ -106,7 +117,7 @@ static int client(int argc, char **argv, int hold)
 	}
 	printf("]}\n");
 	fflush(stdout);
-	while (hold && read(0, buf, sizeof(buf)) > 0)
+	while (sync && fgets(buf, sizeof(buf), stdin))
 		;
 	return 0;
 }
@@ -159,13 +170,13 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (argc >= 2 && !strcmp(argv[1], "client"))
 		return client(argc, argv, 0);
-	if (argc >= 2 && !strcmp(argv[1], "client-hold"))
+	if (argc >= 2 && !strcmp(argv[1], "client-sync"))
 		return client(argc, argv, 1);
 	if (argc >= 2 && !strcmp(argv[1], "serve"))
 		return serve(argc, argv);
 	if (argc >= 2 && !strcmp(argv[1], "flood"))
 		return flood(argc, argv);
-	fprintf(stderr, "usage: connect-loop client|client-hold ADDR N PORT... | serve PORT | "
+	fprintf(stderr, "usage: connect-loop client|client-sync ADDR N PORT... | serve PORT | "
 			"flood ADDR PORT SECONDS\n");
 	return 2;
 }

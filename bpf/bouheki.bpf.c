@@ -39,24 +39,36 @@ struct msghdr;
 #define BH_RINGBUF_PAGES 256
 #endif
 
-BPF_ARRAY(state, struct bh_state, 1);
-BPF_HASH(scopes, struct bh_scope_key, struct bh_scope_val, BH_MAX_SCOPES);
-BPF_F_TABLE("hash", struct bh_policy_key, struct bh_policy, policies, 2 * BH_MAX_POLICIES, BPF_F_NO_PREALLOC);
-BPF_LPM_TRIE(dst4, struct bh_dst4_key, u64, BH_MAX_DST4);
-BPF_LPM_TRIE(dst6, struct bh_dst6_key, u64, BH_MAX_DST6);
-BPF_LPM_TRIE(ports, struct bh_port_key, u64, BH_MAX_PORTS);
-BPF_F_TABLE("hash", struct bh_comm_key, u64, comms, BH_MAX_IDENT, BPF_F_NO_PREALLOC);
-BPF_F_TABLE("hash", struct bh_exe_key, u64, exes, BH_MAX_IDENT, BPF_F_NO_PREALLOC);
-BPF_F_TABLE("hash", struct bh_id_key, u64, uids, BH_MAX_IDENT, BPF_F_NO_PREALLOC);
-BPF_F_TABLE("hash", struct bh_id_key, u64, gids, BH_MAX_IDENT, BPF_F_NO_PREALLOC);
-BPF_F_TABLE("hash", struct bh_unit_key, struct bh_scope_val, unit_names, 4096, BPF_F_NO_PREALLOC);
-BPF_ARRAY(patterns, struct bh_pattern, 2 * BH_MAX_PATTERNS);
+/* With BH_PIN_DIR, every map lives in the BPF file system: a new daemon
+ * reuses its predecessor's maps, and programs whose links are pinned keep
+ * enforcing them while no daemon runs (src/bouheki/kernel/pinning.py). */
+#ifdef BH_PIN_DIR
+#define BH_MAP(type, k, v, name, size, flags) \
+	BPF_TABLE_PINNED(type, k, v, name, size, BH_PIN_DIR "/" #name, flags)
+#else
+#define BH_MAP(type, k, v, name, size, flags) BPF_F_TABLE(type, k, v, name, size, flags)
+#endif
+
+BH_MAP("array", int, struct bh_state, state, 1, 0);
+BH_MAP("hash", struct bh_scope_key, struct bh_scope_val, scopes, BH_MAX_SCOPES, 0);
+BH_MAP("hash", struct bh_policy_key, struct bh_policy, policies, 2 * BH_MAX_POLICIES, BPF_F_NO_PREALLOC);
+BH_MAP("lpm_trie", struct bh_dst4_key, u64, dst4, BH_MAX_DST4, BPF_F_NO_PREALLOC);
+BH_MAP("lpm_trie", struct bh_dst6_key, u64, dst6, BH_MAX_DST6, BPF_F_NO_PREALLOC);
+BH_MAP("lpm_trie", struct bh_port_key, u64, ports, BH_MAX_PORTS, BPF_F_NO_PREALLOC);
+BH_MAP("hash", struct bh_comm_key, u64, comms, BH_MAX_IDENT, BPF_F_NO_PREALLOC);
+BH_MAP("hash", struct bh_exe_key, u64, exes, BH_MAX_IDENT, BPF_F_NO_PREALLOC);
+BH_MAP("hash", struct bh_id_key, u64, uids, BH_MAX_IDENT, BPF_F_NO_PREALLOC);
+BH_MAP("hash", struct bh_id_key, u64, gids, BH_MAX_IDENT, BPF_F_NO_PREALLOC);
+BH_MAP("hash", struct bh_unit_key, struct bh_scope_val, unit_names, 4096, BPF_F_NO_PREALLOC);
+BH_MAP("array", int, struct bh_pattern, patterns, 2 * BH_MAX_PATTERNS, 0);
 /* The slices outside every delegated subtree: only directly below these does
  * a cgroup's name say which unit it is (below a service, scope or user
  * manager, anyone with the delegation can pick any name). */
-BPF_F_TABLE("hash", struct bh_scope_key, u32, slices, 8192, BPF_F_NO_PREALLOC);
-BPF_PERCPU_ARRAY(counters, struct bh_counter, BH_MAX_POLICIES * (BH_MAX_RULES + 1));
-BPF_PERCPU_ARRAY(gcounters, u64, BH_G_MAX);
+BH_MAP("hash", struct bh_scope_key, u32, slices, 8192, BPF_F_NO_PREALLOC);
+BH_MAP("percpu_array", int, struct bh_counter, counters, BH_MAX_POLICIES * (BH_MAX_RULES + 1), 0);
+BH_MAP("percpu_array", int, u64, gcounters, BH_G_MAX, 0);
+/* Not pinned: events of a predecessor's programs during a handover are
+ * counted but not read. */
 BPF_RINGBUF_OUTPUT(events, BH_RINGBUF_PAGES);
 
 static __always_inline void bh_count(int slot)

@@ -155,5 +155,5 @@ def test_every_map_the_swap_touches_exists_in_the_programs() -> None:
     swap.apply([tables()], 0, fill, unit_names=[UnitName(3, "x.service", 0)], patterns=[pat])
     assert touched <= set(MAP_NAMES)
     src = (Path(__file__).resolve().parents[2] / "bpf" / "bouheki.bpf.c").read_text()
-    declared = set(re.findall(r"^BPF_\w+\((?:\"\w+\", [^,]+, [^,]+, )?(\w+)", src, re.M))
+    declared = set(re.findall(r'^BH_MAP\("\w+", [^,]+, [^,]+, (\w+),', src, re.M))
     assert set(MAP_NAMES) <= declared, set(MAP_NAMES) - declared

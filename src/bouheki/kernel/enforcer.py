@@ -68,8 +68,8 @@ class Enforcer:
     def clear(self) -> None:
         self.swap.clear()
 
-    def close(self) -> None:
-        self.programs.close()
+    def close(self, keep_pinned: bool = False) -> None:
+        self.programs.close(keep_pinned=keep_pinned)
 
 
 def host_mount_ns() -> int:

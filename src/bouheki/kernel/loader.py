@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import btf, requirements
+from .pinning import Pins, layout_tag
 
 BPF_SOURCE = "bouheki.bpf.c"
 
@@ -52,20 +53,26 @@ class MapSizes:
 
 
 class Programs:
-    """The loaded and attached programs and their maps. Closing detaches."""
+    """The loaded and attached programs and their maps."""
 
-    def __init__(self, bpf: Any, sizes: MapSizes) -> None:
+    def __init__(self, bpf: Any, sizes: MapSizes, pins: Pins | None = None) -> None:
         self.bpf = bpf
         self.sizes = sizes
+        self.pins = pins
+        self.adopted: list[str] = []  # predecessor instances whose links we replaced
 
     def __getitem__(self, name: str) -> Any:
         return self.bpf[name.encode()]
 
-    def close(self) -> None:
+    def close(self, keep_pinned: bool = False) -> None:
+        """Detach, unless keep_pinned: then the pinned links stay attached and
+        the pinned maps keep the policy, for the next instance to adopt."""
+        if self.pins is not None and not keep_pinned:
+            self.pins.remove_all()
         self.bpf.cleanup()
 
 
-def load(sizes: MapSizes | None = None, check: bool = True) -> Programs:
+def load(sizes: MapSizes | None = None, check: bool = True, pins: Pins | None = None) -> Programs:
     """Compile, load and attach. bcc attaches LSM_PROBE and
     RAW_TRACEPOINT_PROBE functions as it loads them; with no generation
     active yet, the hooks allow everything until the first apply."""
@@ -87,11 +94,21 @@ def load(sizes: MapSizes | None = None, check: bool = True) -> Programs:
             f"cannot read kernel struct layouts from BTF: {e} (the kernel needs "
             "CONFIG_DEBUG_INFO_BTF=y)"
         ) from e
+    cflags = [f"-I{src}", "-Wno-macro-redefined", *sizes.cflags(), *offsets]
+    tag = ""
+    if pins is not None:
+        tag = layout_tag([src / BPF_SOURCE, src / "bouheki.h"], cflags)
+        cflags.append(f'-DBH_PIN_DIR="{pins.maps_dir(tag)}"')
     try:
-        bpf = BPF(
-            src_file=str(src / BPF_SOURCE).encode(),
-            cflags=[f"-I{src}", "-Wno-macro-redefined", *sizes.cflags(), *offsets],
-        )
+        # bcc attaches each program as it loads it: from here on, our
+        # programs and any predecessor's pinned ones both judge, on the same
+        # pinned maps, until the predecessor's links are released below.
+        bpf = BPF(src_file=str(src / BPF_SOURCE).encode(), cflags=cflags)
     except Exception as e:  # bcc raises bare Exception for compile and load errors
         raise requirements.explain_load_error(e) from e
-    return Programs(bpf, sizes)
+    programs = Programs(bpf, sizes, pins)
+    if pins is not None:
+        pins.pin_links(bpf)
+        programs.adopted = pins.release_others()
+        pins.prune_layouts(keep=tag)
+    return programs

@@ -94,6 +94,7 @@ class Engine:
         self.blocked = 0
         self.would_block = 0
         self._cgroup_paths: dict[int, str] = {}
+        self._counters_pending = False
         # Domain names and @lan, kept current between reloads (issue 8).
         self.names = NamesManager()
 
@@ -118,14 +119,17 @@ class Engine:
         self.names.start(self.refresh)
         return result
 
-    def stop(self) -> None:
-        """Detach: what `systemctl stop` asks for."""
+    def stop(self, keep_pinned: bool = False) -> None:
+        """Detach: what `systemctl stop` asks for. keep_pinned (a restart):
+        leave the pinned programs enforcing the running policy for the next
+        instance to adopt."""
         self.names.stop()
         if self._events is not None:
             self._events.stop()
         if self.enforcer is not None:
-            self.enforcer.clear()
-            self.enforcer.close()
+            if not keep_pinned:
+                self.enforcer.clear()
+            self.enforcer.close(keep_pinned=keep_pinned)
             self.enforcer = None
 
     async def _in_thread(self, fn: Any, *args: Any) -> Any:
@@ -207,18 +211,48 @@ class Engine:
     # -- events ---------------------------------------------------------------
 
     def _on_event_thread(self, ev: KernelEvent) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._on_event, ev)
+        """On the ring buffer's thread: count, rate-limit, log. Only admitted
+        events reach the loop, so a process flooding blocked connects costs
+        the loop a bounded amount of work (what the reader cannot keep up
+        with, the kernel counts as lost)."""
+        self.events_read += 1
+        if ev.verdict == Verdict.BLOCKED:
+            self.blocked += 1
+        elif ev.verdict == Verdict.WOULD_BLOCK:
+            self.would_block += 1
+        loop = self._loop
+        unit = self.unit_of(ev.cgroup_id)
+        if not self.journal.admit(unit):
+            if loop is not None and not self._counters_pending:
+                self._counters_pending = True
+                loop.call_soon_threadsafe(self._counters_changed)
+            return
+        event = self._log_event(ev, unit)
+        if loop is not None and event is not None:
+            loop.call_soon_threadsafe(self._notify_blocked, event)
+
+    def _counters_changed(self) -> None:
+        self._counters_pending = False
+        for listener in list(self._listeners):
+            listener.on_properties_changed(["blocked", "would_block"])
+
+    def _notify_blocked(self, event: api.BlockedEvent) -> None:
+        for listener in list(self._listeners):
+            listener.on_blocked(event)
+        self._counters_changed()
 
     def unit_of(self, cgroup_id: int) -> str:
         """The unit whose cgroup (or an ancestor's) this is, '' for none."""
         path = self._cgroup_paths.get(cgroup_id)
+        if path is None and len(self._cgroup_paths) > 65536:
+            self._cgroup_paths.clear()  # bounded: cgroups come and go
         if path is None and self.enforcer is not None:
-            for p, cid in cgroupfs.walk(self.enforcer.cgroup_root):
-                if cid == cgroup_id:
-                    path = "/" + str(p.relative_to(self.enforcer.cgroup_root))
-                    self._cgroup_paths[cgroup_id] = path
-                    break
+            # One walk caches every cgroup, found or not: a flood from one
+            # cgroup costs one walk.
+            root = self.enforcer.cgroup_root
+            for p, cid in cgroupfs.walk(root):
+                self._cgroup_paths.setdefault(cid, "/" + str(p.relative_to(root)))
+            path = self._cgroup_paths.setdefault(cgroup_id, "")
         if not path:
             return ""
         for part in reversed(path.strip("/").split("/")):
@@ -226,12 +260,7 @@ class Engine:
                 return part
         return ""
 
-    def _on_event(self, ev: KernelEvent) -> None:
-        self.events_read += 1
-        if ev.verdict == Verdict.BLOCKED:
-            self.blocked += 1
-        elif ev.verdict == Verdict.WOULD_BLOCK:
-            self.would_block += 1
+    def _log_event(self, ev: KernelEvent, unit: str) -> api.BlockedEvent | None:
         run = self.running
         t = run.tables(ev.policy_id) if run else None
         rule = ev.rule if ev.rule != DEFAULT_RULE else (t.rule_count if t else ev.rule)
@@ -240,7 +269,6 @@ class Engine:
             exe = os.readlink(f"/proc/{ev.pid}/exe")
         except OSError:
             exe = ""
-        unit = self.unit_of(ev.cgroup_id)
         verdict = VERDICT_WORDS[ev.verdict]
         self.journal.connection(
             ConnEvent(
@@ -248,18 +276,17 @@ class Engine:
                 rule=ev.rule, origin=_origin_str(origin), daddr=ev.daddr, dport=ev.dport,
                 protocol=ev.protocol_name, comm=ev.comm, exe=exe, pid=ev.pid, uid=ev.uid,
                 gid=ev.gid, cgroup_id=ev.cgroup_id, hook=ev.hook.name.lower(),
-            )
+            ),
+            check_rate=False,
         )  # fmt: skip
-        if ev.verdict != Verdict.ALLOWED:
-            event = api.BlockedEvent(
-                unit=unit, policy=t.name if t else "", verdict=verdict, daddr=ev.daddr,
-                dport=ev.dport, protocol=ev.protocol_name, comm=ev.comm, exe=exe, pid=ev.pid,
-                uid=ev.uid, gid=ev.gid, rule=ev.rule if ev.rule != DEFAULT_RULE else api.NO_RULE,
-                origin=_origin_str(origin), timestamp_usec=_usec_now(),
-            )  # fmt: skip
-            for listener in list(self._listeners):
-                listener.on_blocked(event)
-                listener.on_properties_changed(["blocked", "would_block"])
+        if ev.verdict == Verdict.ALLOWED:
+            return None
+        return api.BlockedEvent(
+            unit=unit, policy=t.name if t else "", verdict=verdict, daddr=ev.daddr,
+            dport=ev.dport, protocol=ev.protocol_name, comm=ev.comm, exe=exe, pid=ev.pid,
+            uid=ev.uid, gid=ev.gid, rule=ev.rule if ev.rule != DEFAULT_RULE else api.NO_RULE,
+            origin=_origin_str(origin), timestamp_usec=_usec_now(),
+        )  # fmt: skip
 
     # -- the management API -----------------------------------------------------
 
@@ -435,5 +462,9 @@ class Engine:
 
 def _default_enforcer() -> Enforcer:
     from ..kernel import loader as kloader
+    from ..kernel.pinning import Pins
 
-    return Enforcer(kloader.load())
+    programs = kloader.load(pins=Pins())
+    if programs.adopted:
+        log.info("took over from %s: enforcement never lapsed", ", ".join(programs.adopted))
+    return Enforcer(programs)

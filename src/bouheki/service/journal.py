@@ -105,14 +105,20 @@ class Journal:
         self.send = send_as_bouheki
         self.suppressed_total = 0
 
-    def connection(self, ev: ConnEvent) -> bool:
-        """Log one event, unless its unit is over its rate. Returns whether it was logged."""
-        key = ev.unit or "@host"
+    def admit(self, unit: str) -> bool:
+        """Whether the unit's next event may be logged ('' is the host);
+        logs how many were suppressed when a window ends."""
+        key = unit or "@host"
         ok, ended = self.rate.admit(key)
         if ended:
             self.suppressed(key, ended)
         if not ok:
             self.suppressed_total += 1
+        return ok
+
+    def connection(self, ev: ConnEvent, check_rate: bool = True) -> bool:
+        """Log one event, unless its unit is over its rate. Returns whether it was logged."""
+        if check_rate and not self.admit(ev.unit):
             return False
         mid, prio, word = {
             "blocked": (MSG_BLOCKED, syslog.LOG_WARNING, "Blocked"),

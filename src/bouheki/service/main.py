@@ -139,13 +139,28 @@ class Daemon:
         status = loop.create_task(self._status_updates())
         await self.stopping.wait()
         notify("STOPPING=1")
+        # A restart (an upgrade's, say) keeps the pinned programs enforcing
+        # until the next instance has attached its own; a stop detaches.
+        keep = await self._restarting()
+        if keep:
+            log.info("restarting: the pinned programs keep enforcing meanwhile")
         watchdog.cancel()
         status.cancel()
         if self.bus_service is not None:
             await self.bus_service.close()
             self.bus.disconnect()
-        self.engine.stop()
+        self.engine.stop(keep_pinned=keep)
         return EXIT_OK
+
+    async def _restarting(self) -> bool:
+        from ..units.systemd import is_restarting
+
+        if self.bus is None:
+            return False
+        try:
+            return await asyncio.wait_for(is_restarting(self.bus), timeout=5)
+        except asyncio.TimeoutError:
+            return False
 
     async def _status_updates(self) -> None:
         while True:

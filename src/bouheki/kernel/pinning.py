@@ -1,0 +1,95 @@
+"""Keep enforcement in the kernel while no daemon runs.
+
+The maps and the programs' links live in the BPF file system under
+/sys/fs/bpf/bouheki: a crashed daemon leaves its programs attached and its
+policy in force, and a starting daemon adopts the maps, attaches its own
+programs, and only then lets go of its predecessor's (so there is no moment
+with nothing attached). `systemctl stop` detaches and removes everything,
+because that is what the admin asked for; a restart keeps it.
+
+    /sys/fs/bpf/bouheki/<layout>/maps/<map>     maps of one program layout
+    /sys/fs/bpf/bouheki/links/<instance>/<prog> links of one daemon instance
+
+<layout> hashes the BPF source and its compile flags: a daemon whose
+programs lay their maps out differently (an upgrade) starts with fresh maps,
+while the old programs keep enforcing the old ones until it has attached.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import hashlib
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path("/sys/fs/bpf/bouheki")
+
+
+def layout_tag(sources: Iterable[Path], cflags: Iterable[str]) -> str:
+    h = hashlib.sha256()
+    for p in sources:
+        h.update(p.read_bytes())
+    for f in cflags:
+        h.update(f.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+class Pins:
+    def __init__(self, root: Path = ROOT) -> None:
+        self.root = root
+        self.instance = f"{os.getpid()}-{os.urandom(4).hex()}"
+
+    def maps_dir(self, tag: str) -> Path:
+        d = self.root / tag / "maps"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _links(self) -> Path:
+        return self.root / "links"
+
+    def pin_links(self, bpf: Any) -> list[Path]:
+        """Pin every link of bpf (its LSM and raw tracepoint attachments)."""
+        from bcc.libbcc import lib
+
+        d = self._links() / self.instance
+        d.mkdir(parents=True, exist_ok=True)
+        pinned = []
+        fds = {**bpf.lsm_fds, **bpf.raw_tracepoint_fds}
+        for name, fd in fds.items():
+            path = d / (name.decode() if isinstance(name, bytes) else str(name))
+            rc = lib.bpf_obj_pin(ct.c_int(fd), str(path).encode())
+            if rc < 0:
+                raise OSError(-rc if rc != -1 else ct.get_errno(), f"pinning {path} failed")
+            pinned.append(path)
+        return pinned
+
+    def release_others(self) -> list[str]:
+        """Unpin the links of every other instance: their programs detach
+        once no file descriptor holds them (their daemons are gone)."""
+        released = []
+        links = self._links()
+        if links.is_dir():
+            for d in links.iterdir():
+                if d.name != self.instance:
+                    shutil.rmtree(d, ignore_errors=True)
+                    released.append(d.name)
+        return released
+
+    def prune_layouts(self, keep: str) -> None:
+        """Maps of other layouts: no program uses them once the links are gone."""
+        if self.root.is_dir():
+            for d in self.root.iterdir():
+                if d.name not in (keep, "links"):
+                    shutil.rmtree(d, ignore_errors=True)
+
+    def remove_all(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def predecessors(self) -> list[str]:
+        links = self._links()
+        return (
+            [d.name for d in links.iterdir() if d.name != self.instance] if links.is_dir() else []
+        )
