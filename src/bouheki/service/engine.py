@@ -6,7 +6,6 @@ service/api.py."""
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import ipaddress
 import logging
 import os
@@ -398,12 +397,9 @@ class Engine:
                 chain.append(Path(parent).name)
                 parent = str(Path(parent).parent)
             for name in chain:
-                b = plan.exact.get(name)
-                if b is not None:
-                    return b.policy
-                for p in plan.patterns:
-                    if fnmatch.fnmatchcase(name, p.unit):
-                        return p.policy
+                policy = plan.match(name)
+                if policy is not None:
+                    return policy
         return run.compiled.host_policy_id
 
     def explain(self, query: api.ExplainQuery) -> api.Explanation:

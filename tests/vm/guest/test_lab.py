@@ -12,6 +12,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import labkit
 import pytest
 
 PROBE = r"""
@@ -32,16 +33,8 @@ LSM_PROBE(socket_connect, struct socket *sock, struct sockaddr *address, int add
 """
 
 
-def connect_errno(addr: str, port: int = 9) -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(2)
-    try:
-        s.connect((addr, port))
-        return 0
-    except OSError as e:
-        return e.errno or -1
-    finally:
-        s.close()
+def connect_errno(addr: str) -> int:
+    return labkit.connect_errno(addr, 9)
 
 
 def test_bpf_is_an_active_lsm() -> None:
