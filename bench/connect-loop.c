@@ -2,8 +2,10 @@
  * no compiler) by bench/run into build/bench/connect-loop.
  *
  *   connect-loop client ADDR N PORT...   for each PORT: 100 untimed connects,
- *                                        then N timed ones; one JSON line with
- *                                        the wall and CPU time of the N
+ *                                        then N timed ones in 5 chunks that
+ *                                        alternate between the ports; one JSON
+ *                                        line with the wall and CPU time of
+ *                                        each chunk
  *   connect-loop client-sync ...         the same, but says "ready", waits for a
  *                                        line on stdin before it starts (the
  *                                        caller waits for systemd to settle
@@ -81,39 +83,78 @@ static struct sockaddr_in addr_of(const char *ip, const char *port)
 	return sa;
 }
 
+#define CHUNKS 5
+#define MAX_PORTS 8
+
+struct port_run {
+	struct sockaddr_in sa;
+	struct tally t;
+	long long ns[CHUNKS], cpu[CHUNKS];
+};
+
+static void print_list(const char *name, const long long *v)
+{
+	printf(", \"%s\": [", name);
+	for (int c = 0; c < CHUNKS; c++)
+		printf("%s%lld", c ? ", " : "", v[c]);
+	printf("]");
+}
+
+/* N connects per port, in CHUNKS chunks that alternate between the ports,
+ * so that a burst of the host's contention lands in one chunk of one port
+ * and the median chunk leaves it out. */
 static int client(int argc, char **argv, int sync)
 {
-	long n;
+	struct port_run runs[MAX_PORTS] = {0};
+	int nports = argc - 4;
+	long n, per;
 	char buf[64];
 
+	if (argc < 5 || nports > MAX_PORTS)
+		return 2;
+	n = atol(argv[3]);
+	per = n / CHUNKS;
+	for (int p = 0; p < nports; p++)
+		runs[p].sa = addr_of(argv[2], argv[4 + p]);
 	if (sync) {
 		printf("ready\n");
 		fflush(stdout);
 		if (!fgets(buf, sizeof(buf), stdin))
 			return 1;
 	}
-
-	if (argc < 5)
-		return 2;
-	n = atol(argv[3]);
-	printf("{\"n\": %ld, \"runs\": [", n);
-	for (int i = 4; i < argc; i++) {
-		struct sockaddr_in sa = addr_of(argv[2], argv[i]);
-		struct tally warm = {0}, t = {0};
-		long long t0, t1, c0, c1;
-
+	for (int p = 0; p < nports; p++) {
+		struct tally warm = {0};
 		for (int k = 0; k < 100; k++)
-			one(&sa, &warm);
-		c0 = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
-		t0 = now_ns();
-		for (long k = 0; k < n; k++)
-			one(&sa, &t);
-		t1 = now_ns();
-		c1 = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
+			one(&runs[p].sa, &warm);
+	}
+	for (int c = 0; c < CHUNKS; c++) {
+		for (int p = 0; p < nports; p++) {
+			long long t0, c0;
+
+			c0 = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
+			t0 = now_ns();
+			for (long k = 0; k < per; k++)
+				one(&runs[p].sa, &runs[p].t);
+			runs[p].ns[c] = now_ns() - t0;
+			runs[p].cpu[c] = clock_ns(CLOCK_PROCESS_CPUTIME_ID) - c0;
+		}
+	}
+	printf("{\"n\": %ld, \"chunks\": %d, \"runs\": [", per * CHUNKS, CHUNKS);
+	for (int p = 0; p < nports; p++) {
+		struct port_run *r = &runs[p];
+		long long ns = 0, cpu = 0;
+
+		for (int c = 0; c < CHUNKS; c++) {
+			ns += r->ns[c];
+			cpu += r->cpu[c];
+		}
 		printf("%s{\"port\": %s, \"ns\": %lld, \"cpu_ns\": %lld, \"ok\": %ld, "
-		       "\"refused\": %ld, \"eperm\": %ld, \"other\": %ld, \"errno\": %d}",
-		       i > 4 ? ", " : "", argv[i], t1 - t0, c1 - c0, t.ok, t.refused, t.eperm,
-		       t.other, t.last_errno);
+		       "\"refused\": %ld, \"eperm\": %ld, \"other\": %ld, \"errno\": %d",
+		       p ? ", " : "", argv[4 + p], ns, cpu, r->t.ok, r->t.refused, r->t.eperm,
+		       r->t.other, r->t.last_errno);
+		print_list("chunk_ns", r->ns);
+		print_list("chunk_cpu_ns", r->cpu);
+		printf("}");
 	}
 	printf("]}\n");
 	fflush(stdout);

@@ -85,12 +85,15 @@ def connect_section(data: dict[str, Any]) -> list[str]:
     lines = [
         "## 1. connect() cost",
         "",
-        f"A static C loop (bench/connect-loop.c) in a transient unit, {c['n']:,} "
-        "socket()+connect()+close() per target and run after 100 untimed ones, "
+        f"A static C loop (bench/connect-loop.c) in a transient unit: {c['n']:,} "
+        "socket()+connect()+close() per target and run, after 100 untimed ones, in 5 chunks "
+        "alternating between the targets; a run's figure is its median chunk. "
         f"{c['rounds']} rounds of a, b, c, d (order rotated each round). The main figure is "
         "the loop's CPU time per connect (CLOCK_PROCESS_CPUTIME_ID: the kernel work of the "
         "connect, loopback softirqs and the hooks included, other processes excluded); wall "
-        "clock is given too. Microseconds per connect; ratios to (a) of the same round.",
+        "clock is given too. Microseconds per connect; ratios to (a) of the same round. "
+        "Each loop starts once the guest is idle after its unit's start, and is run again "
+        "if systemd worked during it.",
         "",
         "| | " + " | ".join(names[x] for x in "abcd") + " |",
         "|---|" + "---|" * 4,
@@ -121,6 +124,15 @@ def connect_section(data: dict[str, Any]) -> list[str]:
         "to block an address of its list (and (a) not to).",
         "",
     ]
+    starts = s.get("unit_start_s")
+    if starts:
+        lines += [
+            "Starting, settling and stopping each run's unit, outside the timed loop: "
+            + ", ".join(f"({x}) {spread(starts[x], '{:.1f}')} s" for x in "abcd")
+            + ". systemd keeps working for seconds after it starts a unit with "
+            f"{sysd.get('deny_entries', 0):,} `IPAddressDeny=` entries, and so does dbus-daemon.",
+            "",
+        ]
     st = c.get("bpf_stats")
     if st:
         a_us = [med(s.get(f"{t}.cpu", {}).get("us", {}).get("a")) for t in TARGET_LABELS]
@@ -183,6 +195,17 @@ def reload_section(data: dict[str, Any]) -> list[str]:
             f"{spread(t['write'])} | {spread(t['total'])} | {mib(mem['kernel'])} | "
             f"{v['bytes_per_prefix']:.0f} |"
         )
+    big = r["sizes"].get("100000")
+    if big:
+        lines += [
+            "",
+            "No target is set for reloads; for the record, the 100,000-prefix compile is "
+            "dominated by policy/lpm.py's fold(), which builds a Prefix object for each of the "
+            "up to 33 ancestors of every prefix (cProfile on the host: fold() is ~90% of the "
+            "compile, with 2.9 million Prefix.parent() calls for 100,000 prefixes); walking "
+            "only the prefix lengths present, on integer keys, would shrink it several-fold. "
+            "Parsing spends its time in ipaddress and the TOML line tracking.",
+        ]
     ml = r.get("memlock", {})
     conn = data.get("connect", {})
     load_mem = conn.get("programs_load_kernel_mem", {}).get("kernel")
@@ -359,23 +382,28 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
 
     out = ["## Notes on the missed targets", ""]
     if "ca" in missed or "cb" in missed:
+        fixed = us_conn("b") - us_conn("f")
+        rest = us_conn("c") - us_conn("b")
         out.append(
             f"- **(c)/(a), (c)/(b)**: the kernel's accounting shows where the time goes. An "
             f"empty BPF LSM program on socket_connect costs {us_conn('f'):.1f} µs per connect "
             f"here (trampoline and statistics): the hook itself is cheap. bouheki's program "
-            f"costs {us_conn('b'):.1f} µs in (b), where the policy decides after the "
+            f"costs {us_conn('b'):.1f} µs in (b), where the policy decides right after the "
             f"destination lookup (no rule is left), and {us_conn('c'):.1f} µs in (c), after "
-            "every lookup: the lookups are the small part; the fixed work before them is the "
-            "large one. Before the first lookup, every call parses the sockaddr (3 "
-            "bpf_probe_read_kernel), identifies the process (bh_identify: comm, uid/gid, "
-            "cgroup id and ~9 dependent probe reads, task → mm → exe_file → inode → ino/sb → "
+            f"every lookup. So {fixed:.1f} µs is work every call does before it can decide, and "
+            f"{rest:.1f} µs is (c)'s port, comm, exe, uid and gid lookups and its deeper "
+            f"{c.get('large_prefixes', 0):,}-entry LPM trie. Before the first lookup, every "
+            "call reads the socket and "
+            "its sockaddr (4 bpf_probe_read_kernel), identifies the process (bh_identify: "
+            "comm, uid/gid, cgroup id and ~9 dependent probe reads, task → mm → exe_file → "
+            "inode → ino/sb → "
             "dev and task → nsproxy → mnt_ns → inum) and resolves the scope (2 lookups). "
             f"Against a connect of {a_us('closed'):.0f} µs (closed port) or "
             f"{a_us('listener'):.0f} µs (listener) under TCG, that is what (c)/(a) shows. "
             "What would close it: resolve the scope first (one helper and one lookup) and "
             "return at once for the processes no policy covers; read the executable and the "
             "mount namespace only for a policy that has an exe rule or the container flag "
-            "(a policy flag says so); read through BTF pointers "
+            "(a flag in the policy's value could say which); read through BTF pointers "
             "(bpf_get_current_task_btf()) rather than chains of probe reads. The same "
             "numbers on hardware would also differ: under TCG every helper call is emulated, "
             f"and a connect costs 140{EN}200 µs against 16 µs natively (LAB.md), so the "
@@ -386,7 +414,7 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
             f"- **(c) vs (d)**: per connect, bouheki's program costs {us_conn('c'):.1f} µs, "
             f"systemd's two cgroup_skb programs {us_conn('d'):.1f} µs in all "
             f"({med(st.get('d', {}).get('calls_per_connect')) or 0:.1f} runs per connect, one "
-            "per packet, each one LPM lookup on the packet's address). systemd judges "
+            "per packet, each a lookup of the packet's address in its LPM tries). systemd judges "
             "addresses only, with no identity: nothing to read about the process. The same "
             "changes as above (scope first, identity only when the policy needs it) close most "
             "of the gap; the rest is the price of per-process rules, which IPAddressDeny= "
@@ -405,10 +433,13 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
         def part(key: str) -> float:
             return med(bd.get(key)) or 0.0
 
+        gap = (med(su["bouheki"]["ready_s"]) or 0) - (med(su["bare"]["ready_s"]) or 0)
         out.append(
             f"- **start-up**: bouheki is READY after {med(su['bouheki']['ready_s']) or 0:.1f} s, "
             f"the bare script after {med(su['bare']['ready_s']) or 0:.1f} s; both spend most of "
-            "it in bcc's clang compile. Before its compile bouheki imports its modules "
+            f"it in bcc's clang compile. Of the {gap:.1f} s between them, "
+            f"{part('imports') + part('btf_offsets'):.1f} s is measured apart: before its "
+            "compile bouheki imports its modules "
             f"({part('imports'):.1f} s: the daemon, dbus-next, dnspython, the policy compiler) and "
             f"reads the struct offsets from the kernel's BTF ({part('btf_offsets'):.1f} s: "
             "the whole vmlinux BTF is decoded into Python objects to find a dozen fields); "
@@ -417,9 +448,12 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
             "cache the offsets per kernel build (/sys/kernel/btf/vmlinux's size and the "
             "kernel's build id as the key); import the bus and name-resolution modules while "
             "bcc compiles (ctypes releases the GIL during the compile, and the guest has a "
-            "second CPU). The RSS gap is mostly the same Python work: in a bare interpreter, "
-            f"the imports add {mib(part('rss_after_imports') - part('rss_python'))} MiB and the "
-            f"BTF decode {mib(part('rss_after_btf') - part('rss_after_imports'))} MiB more."
+            "second CPU). The rest is the daemon's own start before READY=1 (the first apply "
+            "and its cgroup walk, the D-Bus name, the sandbox). The RSS gap is mostly the same "
+            "Python work: in a bare interpreter, the imports add "
+            f"{mib(part('rss_after_imports') - part('rss_python'))} MiB and the BTF decode "
+            f"{mib(part('rss_after_btf') - part('rss_after_imports'))} MiB more, measured after "
+            "the decoded types are freed: the allocator does not give that memory back."
         )
     out.append("")
     return out

@@ -90,7 +90,10 @@ struct bh_conn {
 	u8 daddr[16];
 };
 
-/* What the process is, as far as the policy cares. */
+/* What the process is, as far as the policy cares. The cgroup, ids and
+ * comm come from helpers; the executable and the mount namespace take chains
+ * of dependent reads (most of a call's cost under bench/), so they are read
+ * only when a decision or an event needs them. */
 struct bh_who {
 	u64 cgroup_id;
 	u64 exe_ino;
@@ -98,40 +101,60 @@ struct bh_who {
 	u32 uid;
 	u32 gid;
 	u32 mntns;
+	u8 have_exe;
+	u8 have_mntns;
 	char comm[BH_COMM_LEN];
 };
 
 static __always_inline void bh_identify(struct bh_who *who)
 {
-	void *task = (void *)bpf_get_current_task();
 	u64 ugid = bpf_get_current_uid_gid();
-	void *mm = NULL, *exe = NULL, *inode = NULL, *sb = NULL, *nsp = NULL, *mnt_ns = NULL;
 
 	who->cgroup_id = bpf_get_current_cgroup_id();
 	who->uid = (u32)ugid;
 	who->gid = ugid >> 32;
 	bpf_get_current_comm(who->comm, sizeof(who->comm));
+}
 
-	/* The executable by inode: unlike comm, a process cannot rename it. */
+/* The executable by inode: unlike comm, a process cannot rename it. */
+static __always_inline void bh_read_exe(struct bh_who *who)
+{
+	void *task = (void *)bpf_get_current_task();
+	void *mm = NULL, *exe = NULL, *inode = NULL, *sb = NULL;
+
+	if (who->have_exe)
+		return;
+	who->have_exe = 1;
 	BH_READ(mm, task, BH_OFF_TASK_MM);
-	if (mm) {
-		BH_READ(exe, mm, BH_OFF_MM_EXE_FILE);
-		if (exe) {
-			BH_READ(inode, exe, BH_OFF_FILE_INODE);
-			if (inode) {
-				BH_READ(who->exe_ino, inode, BH_OFF_INODE_INO);
-				BH_READ(sb, inode, BH_OFF_INODE_SB);
-				if (sb)
-					BH_READ(who->exe_dev, sb, BH_OFF_SB_DEV);
-			}
-		}
-	}
+	if (!mm)
+		return;
+	BH_READ(exe, mm, BH_OFF_MM_EXE_FILE);
+	if (!exe)
+		return;
+	BH_READ(inode, exe, BH_OFF_FILE_INODE);
+	if (!inode)
+		return;
+	BH_READ(who->exe_ino, inode, BH_OFF_INODE_INO);
+	BH_READ(sb, inode, BH_OFF_INODE_SB);
+	if (sb)
+		BH_READ(who->exe_dev, sb, BH_OFF_SB_DEV);
+}
+
+static __always_inline u32 bh_read_mntns(struct bh_who *who)
+{
+	void *task = (void *)bpf_get_current_task();
+	void *nsp = NULL, *mnt_ns = NULL;
+
+	if (who->have_mntns)
+		return who->mntns;
+	who->have_mntns = 1;
 	BH_READ(nsp, task, BH_OFF_TASK_NSPROXY);
 	if (nsp) {
 		BH_READ(mnt_ns, nsp, BH_OFF_NSPROXY_MNT_NS);
 		if (mnt_ns)
 			BH_READ(who->mntns, mnt_ns, BH_OFF_MNT_NS_NS + BH_OFF_NS_COMMON_INUM);
 	}
+	return who->mntns;
 }
 
 /* Which policy judges this process: its cgroup's, else the host's. */
@@ -148,7 +171,8 @@ static __always_inline struct bh_policy *bh_scope(u32 gen, struct bh_who *who, u
 		p = policies.lookup(&pk);
 		/* A container policy does not judge a process that shares the
 		 * host's mount namespace: it is not a container. */
-		if (p && !((p->flags & BH_POLICY_FOREIGN_MNTNS_ONLY) && who->mntns == host_mntns)) {
+		if (p && !((p->flags & BH_POLICY_FOREIGN_MNTNS_ONLY) &&
+			   bh_read_mntns(who) == host_mntns)) {
 			*policy_id = sv->policy;
 			return p;
 		}
@@ -187,21 +211,35 @@ static __always_inline u64 bh_match(u32 gen, u32 policy, struct bh_policy *p, st
 	}
 	if (!m)
 		return 0;
-	{
+	if (p->flags & BH_POLICY_KEYED_UID) {
+		struct bh_id_key k = {.gen = gen, .policy = policy, .id = who->uid};
+		m &= bh_mask(uids.lookup(&k), p->uid_default);
+	} else {
+		m &= p->uid_default;
+	}
+	if (p->flags & BH_POLICY_KEYED_GID) {
+		struct bh_id_key k = {.gen = gen, .policy = policy, .id = who->gid};
+		m &= bh_mask(gids.lookup(&k), p->gid_default);
+	} else {
+		m &= p->gid_default;
+	}
+	if (p->flags & BH_POLICY_KEYED_COMM) {
 		struct bh_comm_key k = {.gen = gen, .policy = policy};
 		__builtin_memcpy(k.comm, who->comm, BH_COMM_LEN);
 		m &= bh_mask(comms.lookup(&k), p->comm_default);
+	} else {
+		m &= p->comm_default;
 	}
-	{
+	if (!m)
+		return 0;
+	/* Last: the only key that costs more than a helper call to build. */
+	if (p->flags & BH_POLICY_KEYED_EXE) {
+		bh_read_exe(who);
 		struct bh_exe_key k = {.gen = gen, .policy = policy, .ino = who->exe_ino,
 				       .dev = who->exe_dev};
 		m &= bh_mask(exes.lookup(&k), p->exe_default);
-	}
-	{
-		struct bh_id_key k = {.gen = gen, .policy = policy, .id = who->uid};
-		m &= bh_mask(uids.lookup(&k), p->uid_default);
-		k.id = who->gid;
-		m &= bh_mask(gids.lookup(&k), p->gid_default);
+	} else {
+		m &= p->exe_default;
 	}
 	return m;
 }
@@ -266,7 +304,10 @@ static __always_inline int bh_judge(struct bh_conn *c, u8 hook)
 	}
 
 	if (verdict != BH_VERDICT_ALLOWED || (p->flags & BH_POLICY_LOG_ALLOWED)) {
-		struct bh_event *e = events.ringbuf_reserve(sizeof(struct bh_event));
+		struct bh_event *e;
+
+		bh_read_exe(&who);
+		e = events.ringbuf_reserve(sizeof(struct bh_event));
 		if (!e) {
 			/* Never lose an event silently: the daemon reports this. */
 			bh_count(BH_G_EVENTS_LOST);

@@ -15,6 +15,13 @@
 #define BH_POLICY_MONITOR 1
 #define BH_POLICY_FOREIGN_MNTNS_ONLY 2
 #define BH_POLICY_LOG_ALLOWED 4
+/* Set by the daemon (kernel/pack.py) when the policy has entries in that
+ * identity map: without any, the lookup can only return the default, and
+ * the program skips it (and, for the executable, the reads for its key). */
+#define BH_POLICY_KEYED_COMM 8
+#define BH_POLICY_KEYED_EXE 16
+#define BH_POLICY_KEYED_UID 32
+#define BH_POLICY_KEYED_GID 64
 
 #define BH_VERDICT_ALLOWED 0
 #define BH_VERDICT_BLOCKED 1

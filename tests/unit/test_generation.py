@@ -157,3 +157,23 @@ def test_every_map_the_swap_touches_exists_in_the_programs() -> None:
     src = (Path(__file__).resolve().parents[2] / "bpf" / "bouheki.bpf.c").read_text()
     declared = set(re.findall(r'^BH_MAP\("\w+", [^,]+, [^,]+, (\w+),', src, re.M))
     assert set(MAP_NAMES) <= declared, set(MAP_NAMES) - declared
+
+
+def test_a_policy_set_too_large_for_the_maps_is_refused_before_any_write() -> None:
+    io = DictMaps()
+    swap = GenerationSwap(io, grace_s=0, capacities={"dst4": 4, "comms": 8})
+    big = tables()
+    big.dst4.update({(0x0B000000 + i, 32): 1 for i in range(2)})  # 3 prefixes
+    assert swap.apply([big], host_policy=0, fill_scopes=lambda s: None) == 1
+    before = {name: set(io.maps.get(name, {})) for name in ("dst4", "policies", "scopes")}
+    # 2 fit in 4 only if the running 3 were gone: both sets live at once.
+    small = tables()
+    small.dst4[(0x0B000000, 32)] = 1
+    with pytest.raises(ApplyError, match=r"need 2 IPv4 destination prefixes.*1 fit beside"):
+        swap.apply([small], host_policy=0, fill_scopes=lambda s: None)
+    huge = tables()
+    huge.dst4.update({(0x0C000000 + i, 32): 1 for i in range(4)})
+    with pytest.raises(ApplyError, match=r"need 5 IPv4 .*at most 2 fit"):
+        swap.apply([huge], host_policy=0, fill_scopes=lambda s: None)
+    assert io.state.active_gen == 1 and io.state.pending_gen == 0
+    assert {name: set(io.maps.get(name, {})) for name in ("dst4", "policies", "scopes")} == before

@@ -61,3 +61,9 @@ def test_rate_limit_per_unit_and_suppressed_count_is_logged() -> None:
     assert suppressed[0]["BOUHEKI_SUPPRESSED"] == "7"
     assert suppressed[0]["OBJECT_SYSTEMD_UNIT"] == "nginx.service"
     assert j.suppressed_total == 7
+
+
+def test_a_rate_limit_of_zero_means_no_limit() -> None:
+    rate = RateLimit(burst=0, interval=10.0, clock=lambda: 0.0)
+    assert all(rate.admit("u.service") == (True, 0) for _ in range(1000))
+    assert rate.flush() == {}

@@ -42,3 +42,27 @@ def test_struct_matches_header(c_layout: dict[str, int], cname: str) -> None:
     assert ct.sizeof(py) == c_layout[f"{cname} size"]
     for fname, *_ in py._fields_:
         assert getattr(py, fname).offset == c_layout[f"{cname}.{fname}"], fname
+
+
+def test_constants_match_header() -> None:
+    import re
+
+    from bouheki.policy import tables
+
+    defines = dict(re.findall(r"^#define (BH_\w+) (\d+)", HEADER.read_text(), re.M))
+    ours = {
+        "BH_POLICY_MONITOR": tables.POLICY_MONITOR,
+        "BH_POLICY_FOREIGN_MNTNS_ONLY": tables.POLICY_FOREIGN_MNTNS_ONLY,
+        "BH_POLICY_LOG_ALLOWED": tables.POLICY_LOG_ALLOWED,
+        "BH_POLICY_KEYED_COMM": layout.POLICY_KEYED_COMM,
+        "BH_POLICY_KEYED_EXE": layout.POLICY_KEYED_EXE,
+        "BH_POLICY_KEYED_UID": layout.POLICY_KEYED_UID,
+        "BH_POLICY_KEYED_GID": layout.POLICY_KEYED_GID,
+        "BH_G_CHECKS": layout.G_CHECKS,
+        "BH_G_EVENTS": layout.G_EVENTS,
+        "BH_G_EVENTS_LOST": layout.G_EVENTS_LOST,
+        "BH_G_NO_STATE": layout.G_NO_STATE,
+    }
+    assert {k: int(defines[k]) for k in ours} == ours
+    flags = [v for k, v in ours.items() if k.startswith("BH_POLICY_")]
+    assert sum(flags) == sum(set(flags)), "two flags share a bit"

@@ -242,3 +242,39 @@ def test_a_changed_record_is_followed_through_a_real_server() -> None:
     assert before == ["10.0.1.1/32", "2001:db8::1/128"]
     assert after == ["10.0.1.71/32", "2001:db8::1/128"]
     assert took < 3.5
+
+
+def test_a_reload_waits_for_names_no_longer_than_its_budget(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """10,000 names behind a resolver that never answers in time: prepare()
+    returns after the budget with what it has, and the names stay tracked
+    (due) for the background task."""
+    h = Harness()
+    names = [f"n{i}.example.com" for i in range(10_000)]
+    h.resolver.answers[names[0]] = answer(names[0], (A1, 60))
+    slow = {names[1], names[2], names[3], names[4]}
+    plain = h.resolver.resolve
+
+    def resolve(name: str) -> Resolution:
+        if name in slow:
+            time.sleep(2.0)  # holds all four workers
+        return plain(name)
+
+    h.resolver.resolve = resolve  # type: ignore[method-assign]
+    h.m.prepare_budget = 0.5
+    t0 = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="bouheki.names"):
+        got, _ = h.m.prepare(names, [])
+    took = time.monotonic() - t0
+    assert took < 1.5, took
+    assert got[names[0]] == [ipaddress.ip_network("192.0.2.1/32")]
+    assert all(got[n] == [] for n in names[1:])
+    assert "not answered within" in caplog.text
+    # Thousands of failures, a handful of lines.
+    assert caplog.text.count("cannot resolve n") <= 5
+    assert "more names cannot be resolved" in caplog.text
+    assert all(n in h.m.cache for n in names)
+    late = int(caplog.text.split(" of 10000 names not answered")[0].rsplit(" ", 1)[-1])
+    assert late > 0 and len(h.m.cache.due(h.clock())) >= late  # due now, not forgotten
+    h.m.stop()

@@ -23,6 +23,7 @@ try:
     )
     from dbus_next.aio import MessageBus
     from dbus_next.service import ServiceInterface, dbus_property, method, signal
+    from dbus_next.signature import SignatureTree
 
     LIBRARY = "dbus-next"
 except ImportError:  # pragma: no cover - exercised only where dbus-fast is installed
@@ -46,6 +47,7 @@ except ImportError:  # pragma: no cover - exercised only where dbus-fast is inst
         method,
         signal,
     )
+    from dbus_fast.signature import SignatureTree  # type: ignore[no-redef]
 
     LIBRARY = "dbus-fast"
 
@@ -62,6 +64,7 @@ __all__ = [
     "ReleaseNameReply",
     "RequestNameReply",
     "ServiceInterface",
+    "SignatureTree",
     "Variant",
     "dbus_property",
     "introspection",

@@ -50,6 +50,7 @@ DEFAULT_PROPERTIES_INTERVAL = 1.0  # seconds between two PropertiesChanged signa
 _RELOAD_FIELDS = ("generation", "loaded_at_usec", "mode_summary")
 
 _STATUS_TYPES = SPECS[Status]  # the D-Bus type of each Status field
+_PROPERTY_NAMES = frozenset([*names.STATUS_PROPERTIES.values(), names.PROPERTY_SUPPRESSED_SIGNALS])
 
 
 def _status_property(field: str) -> Any:
@@ -246,6 +247,10 @@ class Manager(ServiceInterface):
         }
         values[names.PROPERTY_SUPPRESSED_SIGNALS] = Variant("t", self._suppressed_total)
         return values
+
+    def property_names(self) -> frozenset[str]:
+        """Every property's name (all are read-only), without asking the engine."""
+        return _PROPERTY_NAMES
 
     async def _require_root(self, why: str) -> None:
         if await caller_uid(self._bus) != 0:

@@ -155,6 +155,13 @@ _QUERY_KEYS: dict[str, str] = {
 }
 
 
+# systemd's limit on a unit name (UNIT_NAME_MAX, in bytes). Checked here because
+# the engine walks the slices above a unit at a cost that grows far faster than
+# the name: one 4 KB "a-a-...-a.slice" from any caller kept the daemon's loop
+# busy for 18 s, and a few more bytes would outlast its 30 s watchdog.
+UNIT_NAME_MAX = 255
+
+
 def decode_explain_query(query: dict[str, Variant]) -> ExplainQuery:
     """ExplainQuery from Explain's `a{sv}`; types only, the engine judges the values.
 
@@ -162,8 +169,13 @@ def decode_explain_query(query: dict[str, Variant]) -> ExplainQuery:
     """
     unknown = sorted(set(query) - set(_QUERY_KEYS))
     if unknown:
+        # Only the first few, each cut short: the caller chooses how many keys
+        # and how long, and the message is for reading.
+        shown = [key if len(key) <= 40 else f"{key[:40]}..." for key in unknown[:5]]
+        if len(unknown) > len(shown):
+            shown.append(f"and {len(unknown) - len(shown)} more")
         raise BadRequest(
-            f"unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(_QUERY_KEYS))}"
+            f"unknown key(s) {', '.join(shown)}; expected {', '.join(sorted(_QUERY_KEYS))}"
         )
     values: dict[str, Any] = {}
     for key, variant in query.items():
@@ -176,6 +188,9 @@ def decode_explain_query(query: dict[str, Variant]) -> ExplainQuery:
         values[key] = variant.value
     if not values.get("address"):
         raise BadRequest("address is required (the destination IPv4 or IPv6 address)")
+    unit_bytes = len(values.get("unit", "").encode())
+    if unit_bytes > UNIT_NAME_MAX:
+        raise BadRequest(f"unit names have at most {UNIT_NAME_MAX} bytes, not {unit_bytes}")
     for key in ("unit", "exe"):
         if values.get(key) == "":
             values[key] = None

@@ -12,6 +12,23 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 
+def _escape(char: str) -> str:
+    return char.encode("unicode_escape").decode("ascii")
+
+
+def printable(text: str) -> str:
+    """`text` with every non-printable character written as an escape.
+
+    Messages quote keys and values from the files, and go to the journal, to
+    terminals and over D-Bus: a NUL or a lone surrogate (YAML's "\\ud800")
+    would make the D-Bus message invalid, a newline would forge a line of
+    output and a bidi override would hide text from the operator.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
 class Problem(NamedTuple):
     """A tuple so that other layers can take it apart as (file, line, message)."""
 
@@ -42,10 +59,10 @@ class Report:
     warnings: list[Problem] = field(default_factory=list)
 
     def error(self, file: str, line: int, message: str) -> None:
-        self.errors.append(Problem(file, line, message))
+        self.errors.append(Problem(file, line, printable(message)))
 
     def warn(self, file: str, line: int, message: str) -> None:
-        self.warnings.append(Problem(file, line, message))
+        self.warnings.append(Problem(file, line, printable(message)))
 
     def raise_if_errors(self) -> None:
         if self.errors:

@@ -59,6 +59,49 @@ class _Unusable(Exception):
 # refer to itself; a configuration never needs anything near these.
 _MAX_NODES = 100_000
 _MAX_DEPTH = 32
+# Nodes as written (before aliases expand): PyYAML composes ~50k a second,
+# and composes the whole document before the walker's count starts, so a
+# large file alone could hold a (re)load for minutes.
+_MAX_COMPOSED = 50_000
+_TOO_BIG = "the document is too large or too deeply nested"
+# Tags whose constructors raise plain Python errors on a value that does not
+# fit, named as the operator writes them.
+_TAG_PREFIX = "tag:yaml.org,2002:"
+
+
+class _Loader(yaml.SafeLoader):
+    """A SafeLoader whose composer gives up past _MAX_DEPTH or _MAX_COMPOSED.
+
+    PyYAML composes recursively, a few frames per level: a few hundred
+    nested '[' or '- ' raise RecursionError before the walker below sees a
+    node. Stopping here also stops the scanner early, which is quadratic in
+    the nesting of flow collections.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._composed = 0
+
+    def compose_node(self, parent: Optional[yaml.Node], index: object) -> yaml.Node:
+        # One more level than the walker allows: a mapping's keys sit one
+        # level below it, and the walker reports too-deep nodes itself.
+        self._composed += 1
+        if self._depth > _MAX_DEPTH + 1 or self._composed > _MAX_COMPOSED:
+            raise _Unusable(_TOO_BIG, self.peek_event().start_mark.line + 1)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _scalar_problem(node: yaml.Node) -> str:
+    tag = str(node.tag)
+    tag = "!!" + tag[len(_TAG_PREFIX) :] if tag.startswith(_TAG_PREFIX) else tag
+    text = str(node.value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return f"'{text}' is not a valid {tag} value"
 
 
 class _Walker:
@@ -69,15 +112,18 @@ class _Walker:
         self.lines = LineMap()
         self.nodes = 0
 
-    def walk(self, node: yaml.Node, path: Path, record: bool = True) -> Any:
+    def walk(self, node: yaml.Node, path: Path, record: bool = True, depth: int = 0) -> Any:
         self.nodes += 1
         line = node.start_mark.line + 1
-        if self.nodes > _MAX_NODES or len(path) > _MAX_DEPTH:
-            raise _Unusable("the document is too large or too deeply nested", line)
+        # depth, not len(path): a key is walked with its mapping's path, so a
+        # key that is an alias of its own mapping ('&a {*a: 1}') would
+        # otherwise recurse without the path ever growing.
+        if self.nodes > _MAX_NODES or depth > _MAX_DEPTH:
+            raise _Unusable(_TOO_BIG, line)
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
-                key = self.walk(key_node, path, record=False)
+                key = self.walk(key_node, path, False, depth + 1)
                 key_line = key_node.start_mark.line + 1
                 if not isinstance(key, (str, int)):
                     raise _Unusable("keys must be plain names", key_line)
@@ -85,22 +131,44 @@ class _Walker:
                     raise _Unusable(f"duplicate key '{key}'", key_line)
                 if record:
                     self.lines.record((*path, key), key_line)
-                out[key] = self.walk(value_node, (*path, key), record)
+                out[key] = self.walk(value_node, (*path, key), record, depth + 1)
             return out
         if isinstance(node, yaml.SequenceNode):
             items = []
             for index, item in enumerate(node.value):
                 if record:
                     self.lines.record((*path, index), item.start_mark.line + 1)
-                items.append(self.walk(item, (*path, index), record))
+                items.append(self.walk(item, (*path, index), record, depth + 1))
             return items
-        return self.loader.construct_object(node)
+        try:
+            value = self.loader.construct_object(node)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as e:
+            # SafeConstructor trusts the resolver and the tags: a date that
+            # does not exist (2001-02-30), an integer of thousands of digits,
+            # '!!int abc', '!!bool x' or '!!timestamp x' raise plain Python
+            # errors, not YAMLError.
+            raise _Unusable(_scalar_problem(node), line) from e
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                # "\ud800" escapes a lone surrogate: no text, and it could
+                # not be encoded for the kernel, the journal or D-Bus.
+                raise _Unusable("a string holds a lone surrogate (\\ud800-\\udfff)", line) from None
+        return value
 
 
 def compose_yaml(path: str, text: str, report: Report) -> Optional[tuple[Any, LineMap]]:
     """The document as plain values plus the line of every key and item
     (PyYAML's nodes know their lines; the constructed values do not)."""
-    loader = yaml.SafeLoader(text)
+    try:
+        # Inside the try: given a str, PyYAML's Reader refuses characters
+        # such as NUL in its constructor already.
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        report.error(path, line, f"YAML error: character U+{e.character:04X} is not allowed")
+        return None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -186,7 +254,11 @@ def parse_legacy(doc: Doc, data: object) -> Optional[NamedPolicy]:
             doc.unknown_key((key,), TOP_KEYS)
         elif key in _IGNORED:
             doc.warn((key,), f"ignored: {_IGNORED[key]}")
-    network = data.get("network") or {}
+    network = data.get("network")
+    if network is None:  # 'network:' with its whole body commented out
+        network = {}
+    # Not `or {}`: 'network: 0', 'network: ""' or 'network: []' is a mistake
+    # to report, not an empty section.
     if not isinstance(network, dict):
         doc.error(("network",), f"expected a mapping, got {type_name(network)}")
         return None

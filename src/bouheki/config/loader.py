@@ -26,7 +26,7 @@ from bouheki.config.values import check_unit_name
 from bouheki.policy.env import Environment
 from bouheki.policy.lower import lower
 from bouheki.policy.model import PolicySpec
-from bouheki.policy.tables import MAX_RULES
+from bouheki.policy.tables import MAX_POLICIES, MAX_RULES
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -142,6 +142,24 @@ def check_rule_count(policy: NamedPolicy, report: Report) -> None:
     )
 
 
+def check_policy_count(
+    host: Optional[NamedPolicy], units: list[NamedPolicy], report: Report
+) -> None:
+    """Reports more policies than the kernel holds. Checked while loading
+    because compile_policy_set() would otherwise refuse a configuration that
+    loaded, with a plain ValueError the daemon does not expect."""
+    policies = ([host] if host is not None else []) + units
+    if len(policies) <= MAX_POLICIES:
+        return
+    first = policies[MAX_POLICIES]
+    report.error(
+        first.files[0],
+        0,
+        f"too many policies: {len(policies)} (the host policy and one per unit), at most "
+        f"{MAX_POLICIES} are supported; {first.name} is policy {MAX_POLICIES + 1}",
+    )
+
+
 def load_unit_policies(search_dirs: Sequence[PathLike], report: Report) -> list[NamedPolicy]:
     policies: list[NamedPolicy] = []
     for unit, (main, dropins) in find_unit_files(search_dirs, report).items():
@@ -207,6 +225,7 @@ def load_policy_set(
     path = DEFAULT_MAIN_FILE if main_file is None else os.fspath(main_file)
     settings, host = load_main_file(path, report, required=main_file is not None)
     units = load_unit_policies(search_dirs, report)
+    check_policy_count(host, units, report)
     report.raise_if_errors()
     files = [path] if os.path.exists(path) else []
     for policy in units:

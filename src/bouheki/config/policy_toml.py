@@ -145,10 +145,15 @@ def parse_rule(doc: Doc, path: Path, table: object, index: int) -> Optional[Rule
         if key not in RULE_KEYS:
             doc.unknown_key(where, RULE_KEYS)
         elif key == "name":
-            if isinstance(value, str):
-                name = value
-            else:
+            if not isinstance(value, str):
                 doc.error(where, f"expected a string, got {type_name(value)}")
+            elif not value.isprintable():
+                # The name goes into the rule's origin, which events, explain
+                # and D-Bus replies carry: a NUL makes the D-Bus message
+                # invalid, a newline forges log lines.
+                doc.error(where, "a rule name cannot contain control or invisible characters")
+            else:
+                name = value
         elif key == "action":
             try:
                 action = parse_action(value)

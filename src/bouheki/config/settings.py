@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,13 @@ class DaemonSettings:
     max_addresses_per_name: int = 64
 
 
+# Every setting is a count or a number of seconds; RFC 2181 caps a DNS TTL at
+# 2**31 - 1 seconds, and nothing here needs more. The bound also keeps
+# values convertible to float (tomllib takes integers of thousands of
+# digits, float() of those raises OverflowError) and to C integers.
+MAX_SETTING = 2**31 - 1
+
+
 def _check(name: str, value: Any, expected: type) -> str | None:
     if expected is bool:
         if not isinstance(value, bool):
@@ -38,8 +46,16 @@ def _check(name: str, value: Any, expected: type) -> str | None:
     if isinstance(value, bool) or not isinstance(value, (int, float) if expected is float else int):
         kind = "a number" if expected is float else "an integer"
         return f"expected {kind}, got {type_name(value)}"
+    if isinstance(value, float) and not math.isfinite(value):
+        # nan compares false with everything: it would pass every check
+        # below and stop the rate limiter's window from ever ending.
+        return f"{value} is not a finite number"
     if value < 0:
         return f"{value} is negative"
+    if value > MAX_SETTING:
+        shown = str(value)
+        shown = shown if len(shown) <= 20 else shown[:12] + "..."
+        return f"{shown} is too large: at most {MAX_SETTING}"
     if name == "max_addresses_per_name" and value == 0:
         return "must be at least 1"
     if name == "event_rate_interval" and value == 0:

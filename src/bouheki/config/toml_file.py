@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from typing import Any, Optional
 
 from bouheki.config.errors import Report
-from bouheki.config.toml_lines import LineMap, scan_toml_lines
+from bouheki.config.toml_lines import LineMap, Path, scan_toml_lines
 
 try:  # pragma: no cover - depends on the Python version
     import tomllib
@@ -16,15 +17,62 @@ except ModuleNotFoundError:  # pragma: no cover
 
 _POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 _AT_END = re.compile(r"\s*\(at end of document\)\s*$")
+# A run of digits long enough for int() to refuse it (CPython's limit on
+# converting decimal strings, 4300 digits by default).
+_LONG_NUMBER = re.compile(r"[0-9][0-9_]{300,}")
+
+# A policy nests a few levels deep ([[host.rule]] -> to -> [...]); anything
+# much deeper is a mistake or an attack. The limit keeps every later walk of
+# the data (and the line scanner, which recurses per level) far from
+# Python's recursion limit, and makes the outcome independent of how deep in
+# the stack the loader happens to run.
+MAX_NESTING = 32
+TOO_DEEP = f"nested more than {MAX_NESTING} levels deep"
+
+# A dotted key ('a.b.c = 1', '[a.b.c]') with more parts than MAX_NESTING,
+# where keys start: at the start of a line, after '{' or ','. It must be
+# refused before tomllib sees it: tomllib (and the line scanner) take time
+# quadratic in the number of parts, ~5 s for a 40 kB key.
+_KEY_PART = r"""(?:[A-Za-z0-9_-]+|"(?:[^"\\\n]|\\.)*"|'[^'\n]*')"""
+_DEEP_KEY = re.compile(
+    rf"(?:^|[{{,])[ \t]*\[{{0,2}}[ \t]*(?:{_KEY_PART}[ \t]*\.[ \t]*){{{MAX_NESTING},}}",
+    re.MULTILINE,
+)
+
+
+def _is_dev_null(st: os.stat_result) -> bool:
+    try:
+        return os.path.samestat(st, os.stat(os.devnull))
+    except OSError:
+        return False
 
 
 def read_text(path: str, report: Report) -> Optional[str]:
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK: opening a FIFO without a writer would otherwise block
+        # the (re)load forever; it is refused below anyway.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        report.error(path, 0, f"cannot read: {e.strerror or e}")
+        return None
+    try:
+        st = os.fstat(fd)
+        # A FIFO or socket can block or never end, a device such as
+        # /dev/zero never ends: only regular files (and /dev/null, which
+        # reads as empty) are configuration files.
+        if not stat.S_ISREG(st.st_mode) and not _is_dev_null(st):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            report.error(path, 0, f"cannot read: {kind}")
+            return None
+        with os.fdopen(fd, "rb") as f:
+            fd = -1
             raw = f.read()
     except OSError as e:
         report.error(path, 0, f"cannot read: {e.strerror or e}")
         return None
+    finally:
+        if fd >= 0:
+            os.close(fd)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -33,9 +81,36 @@ def read_text(path: str, report: Report) -> Optional[str]:
         return None
 
 
+def _too_deep(data: dict[str, Any]) -> Optional[Path]:
+    """The path of a value nested deeper than MAX_NESTING, or None.
+
+    Iterative, so that it cannot itself hit the recursion limit.
+    """
+    stack: list[tuple[Path, object]] = [((), data)]
+    while stack:
+        path, value = stack.pop()
+        if len(path) > MAX_NESTING:
+            return path[:MAX_NESTING]
+        if isinstance(value, dict):
+            stack += [((*path, k), v) for k, v in value.items()]
+        elif isinstance(value, list):
+            stack += [((*path, i), v) for i, v in enumerate(value)]
+    return None
+
+
 def parse_toml(path: str, text: str, report: Report) -> Optional[tuple[dict[str, Any], LineMap]]:
+    deep_key = _DEEP_KEY.search(text)
+    if deep_key is not None:
+        line = text.count("\n", 0, deep_key.end()) + 1
+        report.error(path, line, f"a dotted key {TOO_DEEP}")
+        return None
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        # tomllib recurses once per nested array or inline table: a few
+        # hundred levels ("a = [[[[...") exhaust the stack.
+        report.error(path, 0, f"the document is {TOO_DEEP}")
+        return None
     except tomllib.TOMLDecodeError as e:
         message = str(e)
         line = text.count("\n") + 1
@@ -47,7 +122,19 @@ def parse_toml(path: str, text: str, report: Report) -> Optional[tuple[dict[str,
             message = _AT_END.sub(" (at end of file)", message)
         report.error(path, line, f"TOML syntax error: {message}")
         return None
-    return data, scan_toml_lines(text)
+    except ValueError:
+        # Not a syntax error: tomllib hands the digits to int(), which
+        # refuses more than 4300 of them (int_max_str_digits).
+        match = _LONG_NUMBER.search(text)
+        line = text.count("\n", 0, match.start()) + 1 if match else 0
+        report.error(path, line, "TOML syntax error: a number with far too many digits")
+        return None
+    lines = scan_toml_lines(text)
+    deep = _too_deep(data)
+    if deep is not None:
+        report.error(path, lines.line(deep), f"the document is {TOO_DEEP}")
+        return None
+    return data, lines
 
 
 def read_toml(path: str, report: Report) -> Optional[tuple[dict[str, Any], LineMap]]:

@@ -256,6 +256,10 @@ class _Scanner:
 def scan_toml_lines(text: str) -> LineMap:
     scanner = _Scanner(text)
     # If lost, keep what was found: lookups fall back to parent paths.
-    with contextlib.suppress(_Lost, IndexError, tomllib.TOMLDecodeError):
+    # RecursionError: the scanner recurses per nested array or inline table,
+    # a few frames more than tomllib did, so a document tomllib just managed
+    # to parse can still be too deep for it (the caller rejects such depths;
+    # the lines found so far are enough to say where).
+    with contextlib.suppress(_Lost, IndexError, RecursionError, tomllib.TOMLDecodeError):
         scanner.document()
     return scanner.map

@@ -48,6 +48,11 @@ class Type:
 
 
 class BTF:
+    """Decodes lazily: one pass records where each type starts and the id of
+    each named struct; names and members are decoded only for the types
+    asked for. Decoding every type into objects took 3.4 s of the daemon's
+    start-up under TCG (bench/RESULTS.md) to answer twenty questions."""
+
     def __init__(self, data: bytes) -> None:
         if len(data) < 24:
             raise BTFError("BTF data too short")
@@ -56,37 +61,54 @@ class BTF:
             raise BTFError("not BTF data (bad magic)")
         type_off, type_len, str_off, str_len = struct.unpack_from("<IIII", data, 8)
         base = hdr_len
+        if base + max(type_off + type_len, str_off + str_len) > len(data):
+            raise BTFError("BTF sections run past the end of the data")
+        self._data = data
         self._strings = data[base + str_off : base + str_off + str_len]
-        self.types: list[Type | None] = [None]  # type ids start at 1
-        self._by_name: dict[tuple[int, str], int] = {}
-        self._parse(data, base + type_off, base + type_off + type_len)
+        self._pos: list[int] = [0]  # type ids start at 1
+        self._structs: dict[int, int] = {}  # name offset -> first struct with that name
+        self._cache: dict[int, Type] = {}
+        self._index(base + type_off, base + type_off + type_len)
 
     def _str(self, off: int) -> str:
         end = self._strings.index(b"\0", off)
         return self._strings[off:end].decode()
 
-    def _parse(self, data: bytes, pos: int, end: int) -> None:
+    def _index(self, pos: int, end: int) -> None:
         unpack = struct.unpack_from
+        data = self._data
+        positions = self._pos
+        structs = self._structs
+        fixed, per_item = _FIXED, _PER_ITEM
         while pos < end:
-            name_off, info, size_or_type = unpack("<III", data, pos)
-            pos += 12
+            name_off, info = unpack("<II", data, pos)
+            positions.append(pos)
             kind = (info >> 24) & 0x1F
-            vlen = info & 0xFFFF
+            if kind == STRUCT and name_off and name_off not in structs:
+                structs[name_off] = len(positions) - 1
+            pos += 12 + fixed.get(kind, 0) + per_item.get(kind, 0) * (info & 0xFFFF)
+
+    def type(self, tid: int) -> Type | None:
+        if not 0 < tid < len(self._pos):
+            return None
+        t = self._cache.get(tid)
+        if t is None:
+            t = self._cache[tid] = self._decode(self._pos[tid])
+        return t
+
+    def _decode(self, pos: int) -> Type:
+        name_off, info, size_or_type = struct.unpack_from("<III", self._data, pos)
+        kind = (info >> 24) & 0x1F
+        members: tuple[Member, ...] = ()
+        if kind in (STRUCT, UNION):
             kflag = info >> 31
-            members: tuple[Member, ...] = ()
-            if kind in (STRUCT, UNION):
-                ms = []
-                for i in range(vlen):
-                    m_name, m_type, m_off = unpack("<III", data, pos + 12 * i)
-                    bits, size = (m_off & 0xFFFFFF, m_off >> 24) if kflag else (m_off, 0)
-                    ms.append(Member(self._str(m_name), m_type, bits, size))
-                members = tuple(ms)
-            step = _FIXED.get(kind, 0) + _PER_ITEM.get(kind, 0) * vlen
-            pos += step
-            name = self._str(name_off) if name_off else ""
-            self.types.append(Type(kind, name, size_or_type, members))
-            if kind in (STRUCT, UNION) and name:
-                self._by_name.setdefault((kind, name), len(self.types) - 1)
+            ms = []
+            for i in range(info & 0xFFFF):
+                m_name, m_type, m_off = struct.unpack_from("<III", self._data, pos + 12 + 12 * i)
+                bits, size = (m_off & 0xFFFFFF, m_off >> 24) if kflag else (m_off, 0)
+                ms.append(Member(self._str(m_name) if m_name else "", m_type, bits, size))
+            members = tuple(ms)
+        return Type(kind, self._str(name_off) if name_off else "", size_or_type, members)
 
     @classmethod
     def load(cls, path: Path = VMLINUX) -> BTF:
@@ -96,11 +118,17 @@ class BTF:
             raise BTFError(f"cannot read {path}: {e.strerror}") from e
 
     def struct(self, name: str) -> Type:
-        tid = self._by_name.get((STRUCT, name))
-        if tid is None:
+        # BTF stores each string once: the name's offset is where it appears
+        # as a whole NUL-terminated string.
+        needle = name.encode() + b"\0"
+        start = 0 if self._strings.startswith(needle) else -1
+        if start < 0:
+            at = self._strings.find(b"\0" + needle)
+            start = at + 1 if at >= 0 else -1
+        tid = self._structs.get(start) if start > 0 else None
+        t = self.type(tid) if tid is not None else None
+        if t is None:
             raise BTFError(f"struct {name} is not in the kernel's BTF")
-        t = self.types[tid]
-        assert t is not None
         return t
 
     def _find(self, t: Type, member: str, base_bits: int) -> int | None:
@@ -118,9 +146,9 @@ class BTF:
         return None
 
     def _resolve(self, tid: int) -> Type | None:
-        t = self.types[tid] if 0 < tid < len(self.types) else None
+        t = self.type(tid)
         while t is not None and t.kind in (TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG):
-            t = self.types[t.size_or_type]
+            t = self.type(t.size_or_type)
         return t
 
     def offset(self, struct_name: str, member: str) -> int:

@@ -31,7 +31,8 @@ class Enforcer:
     def __init__(self, programs: Any, cgroup_root: Path | None = None) -> None:
         self.programs = programs
         self.maps = BccMaps(programs)
-        self.swap = GenerationSwap(self.maps)
+        sizes = getattr(programs, "sizes", None)
+        self.swap = GenerationSwap(self.maps, capacities=sizes.capacities() if sizes else None)
         self.counters = CounterReader(programs)
         self.cgroup_root = cgroup_root or cgroupfs.cgroup2_root()
 

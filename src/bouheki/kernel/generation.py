@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ctypes as ct
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -82,9 +83,42 @@ def next_gen(gen: int) -> int:
     return 1 if gen >= GEN_MAX else gen + 1
 
 
+# What each map holds, for messages.
+MAP_CONTENT = {
+    "dst4": "IPv4 destination prefixes",
+    "dst6": "IPv6 destination prefixes",
+    "ports": "port prefixes",
+    "comms": "command names",
+    "exes": "executables",
+    "uids": "uids",
+    "gids": "gids",
+    "policies": "policies",
+}
+
+
+def needed_entries(tables: Iterable[PolicyTables]) -> Counter[str]:
+    """Entries per map that tables take in one generation."""
+    n: Counter[str] = Counter()
+    for t in tables:
+        n["policies"] += 1
+        n["dst4"] += len(t.dst4)
+        n["dst6"] += len(t.dst6)
+        n["ports"] += len(t.ports)
+        n["comms"] += len(t.comm)
+        n["exes"] += len(t.exe)
+        n["uids"] += len(t.uid)
+        n["gids"] += len(t.gid)
+    return n
+
+
 class GenerationSwap:
-    def __init__(self, io: MapIO, grace_s: float = 0.05) -> None:
+    def __init__(
+        self, io: MapIO, grace_s: float = 0.05, capacities: Mapping[str, int] | None = None
+    ) -> None:
+        """capacities: max_entries of the maps, to refuse a policy set that
+        cannot fit before writing any of it."""
         self.io = io
+        self.capacities = dict(capacities or {})
         # Hooks already running may still read the old generation: wait
         # before deleting it. BPF LSM programs run for microseconds.
         self.grace_s = grace_s
@@ -104,6 +138,7 @@ class GenerationSwap:
         patterns: Sequence[UnitPattern] = (),
     ) -> int:
         """Write tables as a new generation and make it active. Returns the generation."""
+        self._check_room(tables)
         state = self.io.read_state()
         old = int(state.active_gen)
         gen = next_gen(old)
@@ -160,6 +195,26 @@ class GenerationSwap:
         self._delete_scopes_of(old)
         self._clear_patterns_of(old)
         self._live = None
+
+    def _check_room(self, tables: Sequence[PolicyTables]) -> None:
+        """The new generation is written while the running one stays: both
+        must fit at once. (After a restart the running generation's size is
+        not known without a scan; the write itself then reports a full map.)"""
+        if not self.capacities:
+            return
+        live = Counter(name for name, _ in self._live or ())
+        for name, need in sorted(needed_entries(tables).items()):
+            cap = self.capacities.get(name)
+            if cap is None or need + live[name] <= cap:
+                continue
+            what = MAP_CONTENT.get(name, name)
+            if need > cap // 2:
+                hint = (
+                    f"at most {cap // 2:,} fit (the kernel map holds {cap:,} for two policy sets)"
+                )
+            else:
+                hint = f"{cap - live[name]:,} fit beside the running policy's {live[name]:,}"
+            raise ApplyError(f"the policies need {need:,} {what} in the kernel: {hint}")
 
     def _write_patterns(self, gen: int, old: int, patterns: Sequence[UnitPattern]) -> None:
         slots = self.io.read_patterns()

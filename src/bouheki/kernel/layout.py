@@ -177,3 +177,10 @@ G_NO_STATE = 3
 G_SCOPE_INHERIT = 4
 G_SCOPE_NAMED = 5
 G_MAX = 8
+
+# bh_policy.flags set by the daemon, not the compiler (BH_POLICY_KEYED_*):
+# the policy has entries in that identity map.
+POLICY_KEYED_COMM = 1 << 3
+POLICY_KEYED_EXE = 1 << 4
+POLICY_KEYED_UID = 1 << 5
+POLICY_KEYED_GID = 1 << 6

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..policy.tables import MAX_POLICIES
 from . import btf, requirements
 from .pinning import Pins, layout_tag
 
@@ -40,6 +41,15 @@ class MapSizes:
     ports: int = 65536
     ident: int = 16384
     ringbuf_pages: int = 256
+
+    def capacities(self) -> dict[str, int]:
+        """max_entries of the maps that hold policy entries (as bouheki.bpf.c sizes them)."""
+        ident = self.ident
+        return {
+            **{"dst4": self.dst4, "dst6": self.dst6, "ports": self.ports},
+            **{"comms": ident, "exes": ident, "uids": ident, "gids": ident},
+            "policies": 2 * MAX_POLICIES,
+        }
 
     def cflags(self) -> list[str]:
         return [

@@ -16,6 +16,17 @@ def _mask(v: int) -> ct.c_uint64:
     return ct.c_uint64(v)
 
 
+def keyed_flags(t: PolicyTables) -> int:
+    """Which identity maps hold entries of this policy: the program looks up
+    only those (an absent key gives the default anyway)."""
+    return (
+        (layout.POLICY_KEYED_COMM if t.comm else 0)
+        | (layout.POLICY_KEYED_EXE if t.exe else 0)
+        | (layout.POLICY_KEYED_UID if t.uid else 0)
+        | (layout.POLICY_KEYED_GID if t.gid else 0)
+    )
+
+
 def policy_value(t: PolicyTables) -> layout.Policy:
     return layout.Policy(
         allow_bits=t.allow_bits,
@@ -26,7 +37,7 @@ def policy_value(t: PolicyTables) -> layout.Policy:
         exe_default=t.exe_default,
         uid_default=t.uid_default,
         gid_default=t.gid_default,
-        flags=t.flags,
+        flags=t.flags | keyed_flags(t),
         default_action=int(t.default_action),
     )
 

@@ -37,6 +37,13 @@ LAN_SETTLE = 0.05
 APPLY_RETRY = 5.0
 # Resolutions in flight at once.
 WORKERS = 4
+# How long a reload waits for names it has no address for. A policy of
+# thousands of names, or a resolver that does not answer, must not hold a
+# reload for minutes: the names still unanswered match no address for now,
+# and the background task resolves them and applies what it finds.
+PREPARE_BUDGET = 5.0
+# Names whose new failures are logged one by one in a round; the rest are counted.
+FAILURES_LOGGED = 5
 
 OnChange = Callable[[], Awaitable[bool]]
 
@@ -60,6 +67,8 @@ class NamesManager:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.cache = NameCache(limits)
+        self.prepare_budget = PREPARE_BUDGET
+        self._failures: list[tuple[str, str, int]] = []  # new failures, not logged yet
         self.resolver = resolver or NameResolver()
         self.lan_source = lan_source
         self.clock = clock
@@ -102,10 +111,21 @@ class NamesManager:
             for n in names:
                 self.cache.add(n)
         if todo:
-            results = list(self._pool.map(self._resolve_quietly, todo))
+            futures = {self._pool.submit(self._resolve_quietly, n): n for n in todo}
+            done, late = concurrent.futures.wait(futures, timeout=self.prepare_budget)
+            for f in late:
+                f.cancel()  # those not started yet; the task resolves them later
             with self._lock:
-                for name, result in zip(todo, results):
-                    self._record(name, result, self.clock())
+                for f in done:
+                    self._record(futures[f], f.result(), self.clock())
+            self._log_failures()
+            if late:
+                log.warning(
+                    "%d of %d names not answered within %.1f s: they match no address until "
+                    "they resolve (in the background)",
+                    len(late), len(todo), self.prepare_budget,
+                )  # fmt: skip
+                self._kick_threadsafe()
         sets_out: dict[str, list[IPNetwork]] = {}
         if "lan" in set(sets):
             # Only the task writes _lan, so a value read here is never older
@@ -172,11 +192,7 @@ class NamesManager:
         addresses changed."""
         if isinstance(result, ResolveError):
             if self.cache.failed(name, now, str(result)):
-                kept = len(self.cache.addresses(name))
-                log.warning(
-                    "cannot resolve %s: %s; keeping its addresses (%d) until they expire",
-                    name, result, kept,
-                )  # fmt: skip
+                self._failures.append((name, str(result), len(self.cache.addresses(name))))
             return False
         recovered = self.cache.failures(name) > 0
         before = set(self.cache.addresses(name))
@@ -191,6 +207,23 @@ class NamesManager:
             if added:
                 log.info("%s: %s added", name, ", ".join(added))
         return changed
+
+    def _log_failures(self) -> None:
+        """A few lines per round, whatever the number of names: a policy of
+        thousands of names behind a dead resolver must not flood the journal."""
+        with self._lock:
+            failures, self._failures = self._failures, []
+        for name, error, kept in failures[:FAILURES_LOGGED]:
+            log.warning(
+                "cannot resolve %s: %s; keeping its addresses (%d) until they expire",
+                name, error, kept,
+            )  # fmt: skip
+        if len(failures) > FAILURES_LOGGED:
+            log.warning(
+                "and %d more names cannot be resolved (each keeps its addresses until they "
+                "expire; `bouhekictl policies` shows them)",
+                len(failures) - FAILURES_LOGGED,
+            )
 
     def _sync_watcher(self) -> None:
         want = "lan" in self._active_sets
@@ -216,6 +249,12 @@ class NamesManager:
     def _kick(self) -> None:
         if self._wake is not None:
             self._wake.set()
+
+    def _kick_threadsafe(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._kick)
 
     def _deadline(self) -> Optional[float]:
         with self._lock:
@@ -263,6 +302,7 @@ class NamesManager:
                 for name, result in zip(due, results):
                     if name in self.cache and self._record(name, result, now):
                         changed |= name in self._active_names
+            self._log_failures()
         with self._lock:
             expired = self.cache.expire(self.clock())
         changed |= bool(expired & self._active_names)

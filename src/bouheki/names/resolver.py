@@ -11,15 +11,16 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
-
-import dns.exception
-import dns.message
-import dns.name
-import dns.rdatatype
-import dns.resolver
+from typing import TYPE_CHECKING, Optional
 
 from .cache import IPAddress
+
+# dnspython is imported where it is used: dns.resolver pulls in its DoH
+# clients (httpx, rich...), most of the daemon's import time before READY=1,
+# for a policy that may name no host at all.
+if TYPE_CHECKING:
+    import dns.message
+    import dns.resolver
 
 RESOLV_CONF = "/etc/resolv.conf"
 # A CNAME chain longer than this is a loop or a misconfiguration.
@@ -50,6 +51,8 @@ class Resolution:
 
 
 def _soa_ttl(response: Optional[dns.message.Message]) -> int:
+    import dns.rdatatype
+
     if response is None:
         return 0
     for rrset in response.authority:
@@ -82,6 +85,8 @@ class NameResolver:
     def _current(self) -> dns.resolver.Resolver:
         """The resolver for the current configuration: resolv.conf may be
         written after the daemon started (DHCP, NetworkManager)."""
+        import dns.resolver
+
         with self._lock:
             if self.nameservers is not None:
                 if self._resolver is None:
@@ -140,6 +145,10 @@ class NameResolver:
         self, resolver: dns.resolver.Resolver, name: str, rdtype: str
     ) -> tuple[list[tuple[IPAddress, int]], Optional[int]]:
         """(records, negative TTL or None when there are records)."""
+        import dns.exception
+        import dns.name
+        import dns.resolver
+
         qname = dns.name.from_text(name)
         seen = {qname}
         chain_ttl: Optional[int] = None

@@ -29,10 +29,8 @@ def _dst_tables(rules: Sequence[Rule]) -> tuple[dict[tuple[int, int], int], ...]
     unconstrained = _bits(rules, lambda r: r.dst is None)
     constraints = {
         i: [
-            (
-                Prefix.of(net.version, int(net.network_address), net.prefixlen, net.max_prefixlen),
-                inc,
-            )
+            # ipaddress networks hold no host bits: no masking needed.
+            (Prefix(net.version, int(net.network_address), net.prefixlen, net.max_prefixlen), inc)
             for net, inc in rule.dst.entries
         ]
         for i, rule in enumerate(rules)

@@ -45,6 +45,11 @@ from bouheki.policy.tables import Action, Origin, Proto
 _FIELD = {"command": "comm", "exe": "exe", "uid": "uid", "gid": "gid"}
 
 
+# Unresolved names of one list warned about one by one; more make one warning.
+UNRESOLVED_LISTED = 3
+NO_ADDRESS = "has no resolved address; it matches nothing"
+
+
 class _Resolver:
     """Resolves spec values against an Environment, collecting warnings."""
 
@@ -57,12 +62,13 @@ class _Resolver:
 
     def networks(self, items: Iterable[Item[Dest]]) -> list[IPNetwork]:
         out: list[IPNetwork] = []
+        unresolved: list[Item[Dest]] = []
         for item in items:
             dest = item.value
             if isinstance(dest, DomainName):
                 found = self.env.names.get(dest.name)
                 if not found:
-                    self._warn(item.origin, f"'{dest}' has no resolved address; it matches nothing")
+                    unresolved.append(item)
                 out += [fold_mapped(n) for n in found or ()]
             elif isinstance(dest, AddressSet):
                 members = self.env.address_set(dest.name)
@@ -73,7 +79,27 @@ class _Resolver:
                 out += [fold_mapped(n) for n in members or ()]
             else:
                 out.append(dest)
+        self._warn_unresolved(unresolved)
         return out
+
+    def _warn_unresolved(self, unresolved: Sequence[Item[Dest]]) -> None:
+        """One warning per name, or one for the list when there are many: a
+        list of thousands of names that do not resolve yet is one fact."""
+        if len(unresolved) <= UNRESOLVED_LISTED:
+            for item in unresolved:
+                self._warn(item.origin, f"'{item.value}' {NO_ADDRESS}")
+            return
+        first = unresolved[0].origin
+        where = first.text.rsplit("[", 1)[0] if first.text.endswith("]") else first.text
+        shown = ", ".join(f"'{i.value}'" for i in unresolved[:UNRESOLVED_LISTED])
+        self.warnings.append(
+            Problem(
+                first.file,
+                first.line,
+                f"{where}: {len(unresolved)} names have no resolved address ({shown}, ...); "
+                "they match nothing until they resolve",
+            )
+        )
 
     def values(self, dimension: str, items: Iterable[Item[Any]]) -> frozenset[Any]:
         if dimension != "exe":
@@ -91,6 +117,8 @@ class _Resolver:
 def _lpm_set(
     included: Sequence[IPNetwork], excluded: Sequence[IPNetwork], tie_included: bool
 ) -> LpmSet:
+    if not excluded:  # the common case, and hashing networks is not cheap
+        return LpmSet(tuple(dict.fromkeys(included, True).items()))
     entries: dict[IPNetwork, bool] = {net: False for net in excluded}
     excluded_set = set(excluded)
     for net in included:

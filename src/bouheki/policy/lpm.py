@@ -13,13 +13,14 @@ longest entry covering P, since no entry of any rule lies between them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, order=True)
-class Prefix:
+class Prefix(NamedTuple):
     """`plen` leading bits of `value`, in an address space of `width` bits.
-    `space` separates independent spaces folded together (a protocol)."""
+    `space` separates independent spaces folded together (a protocol).
+    A tuple: a large policy builds hundreds of thousands of them, and a
+    frozen dataclass costs several times more to build and to hash."""
 
     space: int
     value: int  # host bits are zero
@@ -49,11 +50,23 @@ def fold(
         for prefix, included in entries:
             inc, exc = by_prefix.get(prefix, (0, 0))
             by_prefix[prefix] = (inc | bit, exc & ~bit) if included else (inc & ~bit, exc | bit)
+    # Ancestors are looked up on plain tuples, and only at the prefix lengths
+    # some entry of the same space has: building a Prefix for each of the up
+    # to 129 ancestors of every prefix made this most of a large compile.
+    flat = {(p.space, p.width, p.plen, p.value): v for p, v in by_prefix.items()}
+    lengths: dict[tuple[int, int], list[int]] = {}
+    for p in by_prefix:
+        lengths.setdefault((p.space, p.width), []).append(p.plen)
+    ladders = {k: sorted(set(v), reverse=True) for k, v in lengths.items()}
     out: dict[Prefix, int] = {}
     for prefix in by_prefix:
+        space, width = prefix.space, prefix.width
         mask = decided = 0
-        for plen in range(prefix.plen, -1, -1):
-            found = by_prefix.get(prefix.parent(plen))
+        for plen in ladders[(space, width)]:
+            if plen > prefix.plen:
+                continue
+            value = prefix.value & ~((1 << (width - plen)) - 1)
+            found = flat.get((space, width, plen, value))
             if found is not None:
                 inc, exc = found
                 mask |= inc & ~decided

@@ -41,6 +41,8 @@ from ..units.scope import ScopePlan
 from . import api, environment
 from .journal import ConnEvent, Journal
 
+# Warnings of one reload written to the journal; the rest are counted.
+WARNINGS_LOGGED = 20
 log = logging.getLogger("bouheki")
 
 VERDICT_WORDS = {Verdict.ALLOWED: "allowed", Verdict.BLOCKED: "blocked",
@@ -180,8 +182,15 @@ class Engine:
             for pid in set(compiled.ids.values()) - old_ids:
                 enforcer.counters.reset_policy(pid)
         warnings = [str(w) for w in [*ps.warnings, *compiled.warnings]] + applied.warnings
-        for w in warnings:
+        # The caller gets them all; the journal a bounded number, written
+        # from the loop that also feeds the watchdog.
+        for w in warnings[:WARNINGS_LOGGED]:
             log.warning("%s", w)
+        if len(warnings) > WARNINGS_LOGGED:
+            log.warning(
+                "and %d more warnings (`bouhekictl check-config` lists them all)",
+                len(warnings) - WARNINGS_LOGGED,
+            )
         self.journal.reloaded(applied.generation, self.mode_summary())
         for listener in list(self._listeners):
             listener.on_reloaded(applied.generation)

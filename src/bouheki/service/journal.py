@@ -74,6 +74,8 @@ class RateLimit:
 
     def admit(self, key: str) -> tuple[bool, int]:
         """(log it?, events suppressed in the window that just ended)"""
+        if self.burst <= 0:  # event_rate_limit = 0: no limit (bouheki.toml(5))
+            return True, 0
         now = self.clock()
         b = self._buckets.get(key)
         ended = 0

@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -70,6 +72,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.bus_service: Any = None
         self.bus: Any = None
+        self.bus_lost = False
 
     def set_status(self) -> None:
         notify(f"STATUS={self.engine.status_line()}")
@@ -110,6 +113,8 @@ class Daemon:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        if not self.args.no_bus:
+            warm_imports(("..bus.connection", "..bus.server", "..units.systemd"))
         try:
             result = await self.engine.start()
         except api.ConfigInvalid as e:
@@ -131,6 +136,9 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        if self.bus is not None:
+            watch = loop.create_task(self.bus.wait_for_disconnect())
+            watch.add_done_callback(self._on_bus_lost)
         self.engine.journal.started(self.engine.mode_summary())
         # Only now: programs attached, policy applied, SIGHUP handled.
         notify("READY=1")
@@ -141,16 +149,29 @@ class Daemon:
         notify("STOPPING=1")
         # A restart (an upgrade's, say) keeps the pinned programs enforcing
         # until the next instance has attached its own; a stop detaches.
-        keep = await self._restarting()
+        keep = self.bus_lost or await self._restarting()
         if keep:
             log.info("restarting: the pinned programs keep enforcing meanwhile")
         watchdog.cancel()
         status.cancel()
-        if self.bus_service is not None:
+        if self.bus_service is not None and not self.bus_lost:
             await self.bus_service.close()
             self.bus.disconnect()
         self.engine.stop(keep_pinned=keep)
-        return EXIT_OK
+        return EXIT_BUS if self.bus_lost else EXIT_OK
+
+    def _on_bus_lost(self, task: asyncio.Task[Any]) -> None:
+        error = None if task.cancelled() else task.exception()
+        if self.stopping.is_set():
+            return
+        if error is not None:
+            log.error("D-Bus connection: %s", error)
+        # Without its bus name the daemon cannot be managed: exit as a failure
+        # (Restart=on-failure brings it back) and keep the programs enforcing.
+        log.error("lost the D-Bus connection: exiting for systemd to restart bouheki; the "
+                  "pinned programs keep enforcing meanwhile")  # fmt: skip
+        self.bus_lost = True
+        self.stopping.set()
 
     async def _restarting(self) -> bool:
         from ..units.systemd import is_restarting
@@ -161,11 +182,33 @@ class Daemon:
             return await asyncio.wait_for(is_restarting(self.bus), timeout=5)
         except asyncio.TimeoutError:
             return False
+        except Exception as e:  # the bus went away: a stop cannot be told from a restart
+            log.warning(
+                "cannot ask systemd whether this is a restart (%s): keeping the programs "
+                "pinned and enforcing; the next start adopts them",
+                e,
+            )
+            return True
 
     async def _status_updates(self) -> None:
         while True:
             await asyncio.sleep(5)
             self.set_status()
+
+
+def warm_imports(modules: tuple[str, ...]) -> threading.Thread:
+    """Import modules on a thread of their own while the programs compile:
+    bcc's compile runs in C without the GIL, so on a second CPU the imports
+    cost the start-up nothing."""
+
+    def run() -> None:
+        for m in modules:
+            with contextlib.suppress(ImportError):  # the caller's own import says why
+                importlib.import_module(m, __package__)
+
+    t = threading.Thread(target=run, name="bouheki-imports", daemon=True)
+    t.start()
+    return t
 
 
 def main(argv: list[str] | None = None) -> int:
