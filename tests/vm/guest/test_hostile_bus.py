@@ -538,9 +538,12 @@ def test_uid_1000_cannot_knock_the_daemon_over(before: Before) -> None:
         (*ours, "Reload", "", []),
     ]
     outcomes = as_uid_1000(batch)
-    for call, outcome in zip(batch, outcomes):
+    for i, (call, outcome) in enumerate(zip(batch, outcomes)):
         judge(call, outcome, root=False)
-        assert outcome.seconds < 5, (call[2], outcome)
+        # Under TCG, dbus-next takes ~5 s to unmarshal 9 MB; what matters is
+        # an answer well inside the watchdog's 30 s.
+        limit = 20 if i < 2 else 5
+        assert outcome.seconds < limit, (call[2], outcome)
     assert [o.kind for o in outcomes] == [
         DBUS_ERROR + "UnknownProperty",
         names.ERROR_BAD_REQUEST,
