@@ -3,6 +3,7 @@ not asserted) and, where one is missed, why and what would close it."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional
 
 TARGET_CA = 1.03
@@ -199,11 +200,10 @@ def reload_section(data: dict[str, Any]) -> list[str]:
     if big:
         lines += [
             "",
-            "No target is set for reloads; for the record, the 100,000-prefix compile is "
-            "dominated by policy/lpm.py's fold(), which builds a Prefix object for each of the "
-            "up to 33 ancestors of every prefix (cProfile on the host: fold() is ~90% of the "
-            "compile, with 2.9 million Prefix.parent() calls for 100,000 prefixes); walking "
-            "only the prefix lengths present, on integer keys, would shrink it several-fold. "
+            "No target is set for reloads. Parse and compile are pure Python, about 20 times "
+            "slower under TCG than on the host; compile walks only the prefix lengths a "
+            "policy uses (the run of 2026-11-28 built an object for each of the up to 33 "
+            "ancestors of every prefix and took 48 s to compile 100,000 prefixes). "
             "Parsing spends its time in ipaddress and the TOML line tracking.",
         ]
     ml = r.get("memlock", {})
@@ -383,31 +383,27 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
     out = ["## Notes on the missed targets", ""]
     if "ca" in missed or "cb" in missed:
         fixed = us_conn("b") - us_conn("f")
-        rest = us_conn("c") - us_conn("b")
         out.append(
             f"- **(c)/(a), (c)/(b)**: the kernel's accounting shows where the time goes. An "
             f"empty BPF LSM program on socket_connect costs {us_conn('f'):.1f} µs per connect "
             f"here (trampoline and statistics): the hook itself is cheap. bouheki's program "
             f"costs {us_conn('b'):.1f} µs in (b), where the policy decides right after the "
-            f"destination lookup (no rule is left), and {us_conn('c'):.1f} µs in (c), after "
-            f"every lookup. So {fixed:.1f} µs is work every call does before it can decide, and "
-            f"{rest:.1f} µs is (c)'s port, comm, exe, uid and gid lookups and its deeper "
-            f"{c.get('large_prefixes', 0):,}-entry LPM trie. Before the first lookup, every "
-            "call reads the socket and "
-            "its sockaddr (4 bpf_probe_read_kernel), identifies the process (bh_identify: "
-            "comm, uid/gid, cgroup id and ~9 dependent probe reads, task → mm → exe_file → "
-            "inode → ino/sb → "
-            "dev and task → nsproxy → mnt_ns → inum) and resolves the scope (2 lookups). "
-            f"Against a connect of {a_us('closed'):.0f} µs (closed port) or "
-            f"{a_us('listener'):.0f} µs (listener) under TCG, that is what (c)/(a) shows. "
-            "What would close it: resolve the scope first (one helper and one lookup) and "
-            "return at once for the processes no policy covers; read the executable and the "
-            "mount namespace only for a policy that has an exe rule or the container flag "
-            "(a flag in the policy's value could say which); read through BTF pointers "
-            "(bpf_get_current_task_btf()) rather than chains of probe reads. The same "
-            "numbers on hardware would also differ: under TCG every helper call is emulated, "
-            f"and a connect costs 140{EN}200 µs against 16 µs natively (LAB.md), so the "
-            "ratio here is not the ratio on a real host; only a KVM-capable host can say."
+            f"destination lookup, and {us_conn('c'):.1f} µs in (c), after the port, uid, gid "
+            f"and comm lookups too and in a {c.get('large_prefixes', 0):,}-entry LPM trie. "
+            f"So {fixed:.1f} µs is work every judged call does before it can decide: it reads "
+            "the socket and its sockaddr (4 bpf_probe_read_kernel), takes the cgroup id, "
+            "uid/gid and comm from helpers, and finds the scope and the policy (2 hash "
+            "lookups). The executable (5 dependent probe reads) and the mount namespace (3) "
+            "are read only when the policy has an exe rule or is a container policy, and an "
+            "identity map is looked up only when the policy has entries in it (flags in the "
+            "policy's value): neither (b) nor (c) pays for them. Against a connect of "
+            f"{a_us('closed'):.0f} µs (closed port) or {a_us('listener'):.0f} µs (listener) "
+            "under TCG, that is what (c)/(a) shows. What would cut it further: read through "
+            "BTF pointers (bpf_get_current_task_btf()) rather than probe reads; one lookup for "
+            "uid, gid and comm together. The same numbers on hardware would also differ: under "
+            f"TCG every helper call is emulated, and a connect costs 140{EN}200 µs against 16 "
+            "µs natively (LAB.md), so the ratio here is not the ratio on a real host; only a "
+            "KVM-capable host can say."
         )
     if "cd" in missed:
         out.append(
@@ -415,10 +411,10 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
             f"systemd's two cgroup_skb programs {us_conn('d'):.1f} µs in all "
             f"({med(st.get('d', {}).get('calls_per_connect')) or 0:.1f} runs per connect, one "
             "per packet, each a lookup of the packet's address in its LPM tries). systemd judges "
-            "addresses only, with no identity: nothing to read about the process. The same "
-            "changes as above (scope first, identity only when the policy needs it) close most "
-            "of the gap; the rest is the price of per-process rules, which IPAddressDeny= "
-            "cannot express."
+            "addresses only, with no identity: nothing to read about the process, no scope "
+            "to find (its programs hang off the unit's own cgroup). The difference is the "
+            "price of per-process rules and of one program for every unit, which "
+            "IPAddressDeny= cannot express."
         )
     if "events" in missed:
         out.append(
@@ -437,26 +433,61 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
         out.append(
             f"- **start-up**: bouheki is READY after {med(su['bouheki']['ready_s']) or 0:.1f} s, "
             f"the bare script after {med(su['bare']['ready_s']) or 0:.1f} s; both spend most of "
-            f"it in bcc's clang compile. Of the {gap:.1f} s between them, "
-            f"{part('imports') + part('btf_offsets'):.1f} s is measured apart: before its "
-            "compile bouheki imports its modules "
-            f"({part('imports'):.1f} s: the daemon, dbus-next, dnspython, the policy compiler) and "
-            f"reads the struct offsets from the kernel's BTF ({part('btf_offsets'):.1f} s: "
-            "the whole vmlinux BTF is decoded into Python objects to find a dozen fields); "
-            "the bare script is handed those offsets. What would close it: decode only the "
-            "structs asked for (scan the type section and build members for those alone) or "
-            "cache the offsets per kernel build (/sys/kernel/btf/vmlinux's size and the "
-            "kernel's build id as the key); import the bus and name-resolution modules while "
-            "bcc compiles (ctypes releases the GIL during the compile, and the guest has a "
-            "second CPU). The rest is the daemon's own start before READY=1 (the first apply "
-            "and its cgroup walk, the D-Bus name, the sandbox). The RSS gap is mostly the same "
-            "Python work: in a bare interpreter, the imports add "
-            f"{mib(part('rss_after_imports') - part('rss_python'))} MiB and the BTF decode "
-            f"{mib(part('rss_after_btf') - part('rss_after_imports'))} MiB more, measured after "
-            "the decoded types are freed: the allocator does not give that memory back."
+            f"it in bcc's clang compile. Of the {gap:.1f} s between them, measured apart in a "
+            f"bare interpreter: importing the daemon, its bus layer and the loader takes "
+            f"{part('imports'):.1f} s (the daemon imports the bus layer on a second thread "
+            "while bcc compiles, and dnspython only when a policy names a host), and reading "
+            f"the struct offsets from the kernel's BTF {part('btf_offsets'):.1f} s (only the "
+            "structs asked for are decoded); the bare script is handed those offsets. The rest "
+            "is the daemon's own start before READY=1: parsing the configuration, the first "
+            "apply and its cgroup walk, pinning the maps and links, taking the D-Bus name, and "
+            "the sandbox's setup. What would close it: cache the compiled programs per "
+            "kernel build and source (bcc cannot load a prebuilt object; libbpf could), which "
+            "would also make restarts near instant. The RSS gap is the Python side: the "
+            f"imports add {mib(part('rss_after_imports') - part('rss_python'))} MiB to a bare "
+            "interpreter."
         )
     out.append("")
     return out
+
+
+README_BEGIN = "<!-- bench:begin (written by bench/run from bench/results.json) -->"
+README_END = "<!-- bench:end -->"
+
+
+def readme_section(data: dict[str, Any]) -> str:
+    """The latest run for the README: when, on what, and the targets."""
+    m, h = data.get("meta", {}), data.get("host", {})
+    cont = h.get("contention", {})
+    busy = cont.get("samples_with_other_labs", 0)
+    tgt, _ = targets(data)
+    table = [line for line in tgt if line.startswith("|")]
+    lines = [
+        README_BEGIN,
+        f"Latest run: {m.get('date_utc', '?')} UTC, `make bench`, on a "
+        f"{h.get('nproc', '?')}-CPU {h.get('cpu_model', '?')} host "
+        f"({h.get('mem_gib', '?')} GiB) running the lab guest (Linux "
+        f"{m.get('guest_kernel', '?')}, {m.get('guest_cpus', '?')} vCPUs) under QEMU "
+        f"{h.get('accel', '?').upper()}"
+        + (", with other lab guests competing for the CPUs" if busy else ", alone")
+        + f"; {h.get('make_bench_s', 0) / 60:.0f} min in all. Medians of the repeats; "
+        "full tables and the notes on missed targets in "
+        "[bench/RESULTS.md](bench/RESULTS.md).",
+        "",
+        *table,
+        README_END,
+    ]
+    return "\n".join(lines)
+
+
+def update_readme(path: Path, data: dict[str, Any]) -> bool:
+    """Replace the README's bench section; False if it has no markers."""
+    text = path.read_text()
+    a, b = text.find(README_BEGIN), text.find(README_END)
+    if a < 0 or b < a:
+        return False
+    path.write_text(text[:a] + readme_section(data) + text[b + len(README_END) :])
+    return True
 
 
 def render(data: dict[str, Any]) -> str:

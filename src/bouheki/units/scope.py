@@ -54,7 +54,10 @@ def slice_path(slice_name: str) -> str:
 def default_parent(unit: str) -> str:
     """Where systemd puts a unit's cgroup unless its Slice= says otherwise."""
     if unit.endswith(".slice"):
-        return str(Path(slice_path(unit)).parent)
+        # The parent slice's own path, not the unit's path cut short: that
+        # path grows with the square of the name's dashes.
+        stem = unit.removesuffix(".slice")
+        return slice_path(stem.rsplit("-", 1)[0] + ".slice") if "-" in stem else "/"
     return "/system.slice"
 
 

@@ -5,13 +5,17 @@ the watchdog, and no window when a protected unit starts."""
 
 from __future__ import annotations
 
+import ctypes as ct
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
 
 import labkit
 from labkit import UNITS, sh
+
+from bouheki.kernel.layout import ScopeKey
 
 DENY_71 = '[network]\nallow = ["10.0.1.0/24"]\ndeny = ["10.0.1.71"]\n'
 MSG_BLOCKED = "970ffe9247c14e91a2dc0faca0c6ca78"
@@ -171,6 +175,43 @@ def test_watchdog_keeps_the_service_alive(daemon: None) -> None:
         (d / "watchdog.conf").unlink()
         sh("systemctl", "daemon-reload")
         sh("systemctl", "restart", "bouheki", timeout=300)
+
+
+def scope_cgroup_ids() -> set[int]:
+    """The cgroup ids in the kernel's scopes map, read from its pin."""
+    from bcc.libbcc import lib
+
+    path = next(Path("/sys/fs/bpf/bouheki").glob("*/maps/scopes"))
+    fd = lib.bpf_obj_get(str(path).encode())
+    assert fd >= 0, f"cannot open {path}"
+    ids: set[int] = set()
+    cur, nxt = ScopeKey(), ScopeKey()
+    rc = lib.bpf_get_first_key(fd, ct.byref(nxt), ct.sizeof(ScopeKey))
+    while rc == 0:
+        ids.add(int(nxt.cgroup_id))
+        ct.memmove(ct.byref(cur), ct.byref(nxt), ct.sizeof(ScopeKey))
+        rc = lib.bpf_get_next_key(fd, ct.byref(cur), ct.byref(nxt))
+    os.close(fd)
+    return ids
+
+
+def test_a_stopped_units_cgroup_leaves_the_map(daemon: None) -> None:
+    """cgroup_rmdir removes the entry cgroup_mkdir made: the map does not
+    fill up with the ids of units long gone."""
+    unit = "bh-rmdir.service"
+    (UNITS / f"{unit}.toml").write_text(DENY_71)
+    assert reload().returncode == 0
+    sh("systemd-run", "--quiet", f"--unit={unit}", "--", "sleep", "300")
+    try:
+        cgroup = Path("/sys/fs/cgroup/system.slice") / unit
+        assert labkit.wait_for(cgroup.exists, 10)
+        cid = cgroup.stat().st_ino
+        assert cid in scope_cgroup_ids()
+    finally:
+        sh("systemctl", "stop", unit, check=False)
+        (UNITS / f"{unit}.toml").unlink()
+    assert labkit.wait_for(lambda: not cgroup.exists(), 10)
+    assert labkit.wait_for(lambda: cid not in scope_cgroup_ids(), 5), "entry left behind"
 
 
 def test_stop_detaches(daemon: None) -> None:

@@ -100,7 +100,9 @@ def test_daemon_restarts_keep_enforcing(loop: None) -> None:
             assert now["through"] == 0, f"after restart {i + 1}: {now}"
     settle_and_check(counts())
     each = (time.monotonic() - t0) / max(RESTARTS, 1)
-    print(f"{RESTARTS} restarts ({each:.1f} s each), {counts()['tries']} attempts, 0 through")
+    labkit.figure(
+        f"lapse: {RESTARTS} restarts ({each:.1f} s each), {counts()['tries']} attempts, 0 through"
+    )
 
 
 def test_reload_storm(loop: None) -> None:
@@ -109,7 +111,7 @@ def test_reload_storm(loop: None) -> None:
     for _ in range(RELOADS):
         assert sh(*call, check=False).returncode == 0
     settle_and_check(counts())
-    print(f"{RELOADS} reloads, {counts()['tries']} attempts, 0 through")
+    labkit.figure(f"lapse: {RELOADS} reloads, {counts()['tries']} attempts, 0 through")
 
 
 def test_stop_removes_the_pins(daemon: None) -> None:

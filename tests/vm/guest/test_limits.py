@@ -84,7 +84,7 @@ def test_a_policy_at_the_limits_loads_then_one_beyond_is_refused(daemon: None) -
     policy.write_text(limits_policy())
     try:
         rc, out, took = reload()
-        print(f"policy at the limits: reload took {took:.1f} s")
+        labkit.figure(f"limits: the policy at the limits reloaded in {took:.1f} s")
         assert rc == 0, out
         assert outcomes(LIMITS_UNIT) == EXPECTED
         pol = json.loads(sh("bouhekictl", "--json", "policies").stdout)
@@ -206,8 +206,10 @@ def test_a_flood_of_blocked_connects_is_bounded_and_accounted(daemon: None) -> N
         )
         # Memory: the flood leaves nothing behind in the daemon.
         grown = daemon_rss_kib() - rss0
-        print(f"flood: {attempts} attempts, {read} read, {lost} lost, {len(logged)} logged, "
-              f"{suppressed} suppressed; daemon RSS {grown:+d} KiB")  # fmt: skip
+        labkit.figure(
+            f"flood: {attempts} attempts, {read} read, {lost} lost, {len(logged)} logged, "
+            f"{suppressed} suppressed; daemon RSS {grown:+d} KiB"
+        )
         assert grown < 16 * 1024, f"the daemon grew by {grown} KiB"
         assert sh("systemctl", "is-active", "bouheki", check=False).stdout.strip() == "active"
     finally:
