@@ -1,0 +1,115 @@
+"""The daemon that loses its D-Bus connection exits with status 4 for
+systemd to restart it, and keeps the pinned programs enforcing meanwhile;
+a clean stop asks systemd, and detaches when it is not a restart."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_bus_support import PrivateBus
+from test_names_engine import FakeEnforcer
+
+from bouheki.service import engine as engine_module
+from bouheki.service import main
+from bouheki.service.journal import Journal
+
+
+class Reader:
+    """Stands for the ring buffer reader: there are no programs here."""
+
+    def __init__(self, programs: Any, callback: Any) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class Enforcer(FakeEnforcer):
+    def __init__(self, log: list[str]) -> None:
+        super().__init__()
+        self.programs = None
+        self.log = log
+
+    def clear(self) -> None:
+        self.log.append("clear")
+
+    def close(self, keep_pinned: bool = False) -> None:
+        self.log.append("close, keep pinned" if keep_pinned else "close, detach")
+
+
+def daemon(tmp_path: Path, log: list[str]) -> main.Daemon:
+    (tmp_path / "units").mkdir()
+    (tmp_path / "units" / "bh-x.service.toml").write_text('[network]\ndeny = ["10.0.1.71"]\n')
+    cfg = tmp_path / "bouheki.toml"
+    cfg.write_text("")
+    d = main.Daemon(main.parse_args(["--config", str(cfg), "--units-dir", str(tmp_path)]))
+    d.engine.journal = Journal(send=lambda message, **fields: None)
+    d.engine._enforcer_factory = lambda: Enforcer(log)
+    return d
+
+
+async def served(d: main.Daemon) -> None:
+    for _ in range(200):
+        if d.bus_service is not None and d.engine.running is not None:
+            await asyncio.sleep(0.2)  # past READY=1 and the watch on the bus
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the daemon did not come up")
+
+
+@pytest.fixture
+def no_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "EventReader", Reader)
+
+
+def test_losing_the_bus_exits_4_and_keeps_the_programs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_reader: None
+) -> None:
+    bus = PrivateBus()
+    monkeypatch.setenv("BOUHEKI_BUS_ADDRESS", bus.address)
+    log: list[str] = []
+    d = daemon(tmp_path, log)
+
+    async def scenario() -> int:
+        run = asyncio.create_task(d.run())
+        await served(d)
+        bus.proc.kill()  # the bus goes away under the daemon
+        return await asyncio.wait_for(run, 15)
+
+    try:
+        assert asyncio.run(scenario()) == main.EXIT_BUS
+    finally:
+        bus.close()
+    assert log == ["close, keep pinned"]
+
+
+def test_a_stop_that_is_no_restart_detaches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_reader: None
+) -> None:
+    bus = PrivateBus()
+    monkeypatch.setenv("BOUHEKI_BUS_ADDRESS", bus.address)
+    log: list[str] = []
+    d = daemon(tmp_path, log)
+
+    async def not_restarting() -> bool:
+        return False
+
+    monkeypatch.setattr(d, "_restarting", not_restarting)
+
+    async def scenario() -> int:
+        run = asyncio.create_task(d.run())
+        await served(d)
+        d.stopping.set()  # what SIGTERM does
+        return await asyncio.wait_for(run, 15)
+
+    try:
+        assert asyncio.run(scenario()) == main.EXIT_OK
+    finally:
+        bus.close()
+    assert log == ["clear", "close, detach"]
