@@ -278,3 +278,25 @@ def test_a_reload_waits_for_names_no_longer_than_its_budget(
     late = int(caplog.text.split(" of 10000 names not answered")[0].rsplit(" ", 1)[-1])
     assert late > 0 and len(h.m.cache.due(h.clock())) >= late  # due now, not forgotten
     h.m.stop()
+
+
+def test_background_rounds_are_bounded_and_apply_once_at_the_end(h: Harness) -> None:
+    """200 names due at once: 64 per round, and the policies recompile once,
+    after the last round, not once per round."""
+    from bouheki.names.manager import RESOLVE_BATCH
+
+    names = [f"b{i:03}.example.com" for i in range(200)]
+    for n in names:
+        h.resolver.answers[n] = answer(n, (A1, 60))
+        h.m.cache.add(n)
+    h.m.activate(names, [])
+    rounds = []
+    while True:
+        before = len(h.resolver.calls)
+        applied = h.tick()
+        rounds.append((len(h.resolver.calls) - before, applied))
+        if not h.m._more_due:
+            break
+    assert [n for n, _ in rounds] == [RESOLVE_BATCH] * 3 + [200 - 3 * RESOLVE_BATCH]
+    assert [a for _, a in rounds] == [False, False, False, True]
+    assert h.applied == 1

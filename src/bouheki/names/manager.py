@@ -42,6 +42,10 @@ WORKERS = 4
 # reload for minutes: the names still unanswered match no address for now,
 # and the background task resolves them and applies what it finds.
 PREPARE_BUDGET = 5.0
+# Background resolution: at most this many names per round, rounds at least
+# this many seconds apart when names are left over.
+RESOLVE_BATCH = 64
+RESOLVE_PACE = 1.0
 # Names whose new failures are logged one by one in a round; the rest are counted.
 FAILURES_LOGGED = 5
 
@@ -68,6 +72,8 @@ class NamesManager:
     ) -> None:
         self.cache = NameCache(limits)
         self.prepare_budget = PREPARE_BUDGET
+        self._more_due = False  # the last round left due names for the next
+        self._pending_change = False  # addresses changed in a round not applied yet
         self._failures: list[tuple[str, str, int]] = []  # new failures, not logged yet
         self.resolver = resolver or NameResolver()
         self.lan_source = lan_source
@@ -125,7 +131,8 @@ class NamesManager:
                     "they resolve (in the background)",
                     len(late), len(todo), self.prepare_budget,
                 )  # fmt: skip
-                self._kick_threadsafe()
+                # activate() wakes the background task once the apply is done:
+                # resolving them now would compete with the compile for the GIL.
         sets_out: dict[str, list[IPNetwork]] = {}
         if "lan" in set(sets):
             # Only the task writes _lan, so a value read here is never older
@@ -250,12 +257,6 @@ class NamesManager:
         if self._wake is not None:
             self._wake.set()
 
-    def _kick_threadsafe(self) -> None:
-        loop = self._loop
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._kick)
-
     def _deadline(self) -> Optional[float]:
         with self._lock:
             times = [t for t in (self.cache.next_deadline(), self._retry_apply_at) if t is not None]
@@ -269,6 +270,8 @@ class NamesManager:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
+            if self._more_due:
+                await asyncio.sleep(RESOLVE_PACE)
             try:
                 await self.tick()
             except asyncio.CancelledError:
@@ -294,6 +297,11 @@ class NamesManager:
             self._lan = lan
         with self._lock:
             due = self.cache.due(self.clock())
+        # A bounded batch per round, rounds paced by _run(): thousands of names
+        # due at once (a large policy, a resolver down) must neither flood the
+        # DNS server nor starve the event loop (and its watchdog) of the GIL.
+        self._more_due = len(due) > RESOLVE_BATCH
+        due = due[:RESOLVE_BATCH]
         if due:
             futures = [loop.run_in_executor(self._pool, self._resolve_quietly, n) for n in due]
             results = await asyncio.gather(*futures)
@@ -306,6 +314,12 @@ class NamesManager:
         with self._lock:
             expired = self.cache.expire(self.clock())
         changed |= bool(expired & self._active_names)
+        # Apply once the batches are through, not once per batch: each apply
+        # recompiles every policy.
+        changed |= self._pending_change
+        self._pending_change = changed and self._more_due
+        if self._pending_change:
+            return False
         retry = self._retry_apply_at is not None and self._retry_apply_at <= self.clock()
         if not (changed or retry) or self.on_change is None:
             return False
