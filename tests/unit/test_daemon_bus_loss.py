@@ -68,48 +68,48 @@ def no_reader(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine_module, "EventReader", Reader)
 
 
-def test_losing_the_bus_exits_4_and_keeps_the_programs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_reader: None
-) -> None:
+def run_until(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, event: Any, restarting: bool | None = None
+) -> tuple[int, list[str]]:
+    """Run the daemon on a private bus until it serves, then event(daemon, bus);
+    returns its exit code and what it did with the programs. restarting: the
+    answer systemd gives at stop (None: leave the question to the daemon)."""
     bus = PrivateBus()
     monkeypatch.setenv("BOUHEKI_BUS_ADDRESS", bus.address)
     log: list[str] = []
     d = daemon(tmp_path, log)
+    if restarting is not None:
+
+        async def answer() -> bool:
+            return restarting
+
+        monkeypatch.setattr(d, "_restarting", answer)
 
     async def scenario() -> int:
         run = asyncio.create_task(d.run())
         await served(d)
-        bus.proc.kill()  # the bus goes away under the daemon
+        event(d, bus)
         return await asyncio.wait_for(run, 15)
 
     try:
-        assert asyncio.run(scenario()) == main.EXIT_BUS
+        return asyncio.run(scenario()), log
     finally:
         bus.close()
+
+
+def test_losing_the_bus_exits_4_and_keeps_the_programs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_reader: None
+) -> None:
+    # The bus goes away under the daemon.
+    rc, log = run_until(tmp_path, monkeypatch, lambda d, bus: bus.proc.kill())
+    assert rc == main.EXIT_BUS
     assert log == ["close, keep pinned"]
 
 
 def test_a_stop_that_is_no_restart_detaches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_reader: None
 ) -> None:
-    bus = PrivateBus()
-    monkeypatch.setenv("BOUHEKI_BUS_ADDRESS", bus.address)
-    log: list[str] = []
-    d = daemon(tmp_path, log)
-
-    async def not_restarting() -> bool:
-        return False
-
-    monkeypatch.setattr(d, "_restarting", not_restarting)
-
-    async def scenario() -> int:
-        run = asyncio.create_task(d.run())
-        await served(d)
-        d.stopping.set()  # what SIGTERM does
-        return await asyncio.wait_for(run, 15)
-
-    try:
-        assert asyncio.run(scenario()) == main.EXIT_OK
-    finally:
-        bus.close()
+    # What SIGTERM does, when systemd says it is no restart.
+    rc, log = run_until(tmp_path, monkeypatch, lambda d, bus: d.stopping.set(), restarting=False)
+    assert rc == main.EXIT_OK
     assert log == ["clear", "close, detach"]

@@ -31,9 +31,6 @@ class Prefix(NamedTuple):
     def of(space: int, value: int, plen: int, width: int) -> Prefix:
         return Prefix(space, value & ~((1 << (width - plen)) - 1), plen, width)
 
-    def parent(self, plen: int) -> Prefix:
-        return Prefix.of(self.space, self.value, plen, self.width)
-
 
 def fold(
     constraints: Mapping[int, Iterable[tuple[Prefix, bool]]], unconstrained: int
