@@ -19,7 +19,6 @@ sent for any member. For every call the contract is:
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
 import time
@@ -28,7 +27,27 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from bus_fuzz_model import (
+    BASIC,
+    CHARS,
+    DBUS_ERROR,
+    INT_RANGES,
+    INTROSPECTABLE,
+    METHOD_SIGNATURES,
+    NAME,
+    OBJECT_MANAGER,
+    PEER,
+    PROPERTY_NAMES,
+    UNKNOWN_METHOD,
+    Expect,
+    error,
+    expect,
+    fuzz_settings,
+    message,
+    object_paths,
+    wire,
+)
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_bus_support import FakeEngine, PrivateBus, as_engine
 
@@ -42,26 +61,6 @@ CALL_TIMEOUT = 5.0  # seconds: "answered within a few seconds"
 PROPERTIES_INTERVAL = 0.1  # the Coalescer's interval for this module's service
 BLOCKED_RATE = 20  # the default: Blocked signals per second
 
-PEER = "org.freedesktop.DBus.Peer"
-INTROSPECTABLE = "org.freedesktop.DBus.Introspectable"
-OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
-DBUS_ERROR = "org.freedesktop.DBus.Error."
-UNKNOWN_METHOD = DBUS_ERROR + "UnknownMethod"
-UNKNOWN_OBJECT = DBUS_ERROR + "UnknownObject"
-UNKNOWN_INTERFACE = DBUS_ERROR + "UnknownInterface"
-UNKNOWN_PROPERTY = DBUS_ERROR + "UnknownProperty"
-READ_ONLY = DBUS_ERROR + "PropertyReadOnly"
-# What the library answers for members nobody implements; which one is its choice.
-UNKNOWN = frozenset({UNKNOWN_METHOD, UNKNOWN_OBJECT, UNKNOWN_INTERFACE})
-
-PROPERTY_NAMES = frozenset([*names.STATUS_PROPERTIES.values(), names.PROPERTY_SUPPRESSED_SIGNALS])
-METHOD_SIGNATURES = {
-    names.METHOD_RELOAD: ("", "a{sv}"),
-    names.METHOD_LIST_POLICIES: ("", "aa{sv}"),
-    names.METHOD_GET_STATISTICS: ("", "a{sv}"),
-    names.METHOD_EXPLAIN: ("a{sv}", "a{sv}"),
-    names.METHOD_CHECK_CONFIG: ("s", "a{sv}"),
-}
 # Explain's query keys and their kinds (the documented contract, restated).
 QUERY_KEYS = {
     "address": "s",
@@ -73,32 +72,11 @@ QUERY_KEYS = {
     "uid": "int",
     "gid": "int",
 }
-INT_RANGES = {
-    "y": (0, 2**8 - 1),
-    "n": (-(2**15), 2**15 - 1),
-    "q": (0, 2**16 - 1),
-    "i": (-(2**31), 2**31 - 1),
-    "u": (0, 2**32 - 1),
-    "x": (-(2**63), 2**63 - 1),
-    "t": (0, 2**64 - 1),
-}
-BASIC = "ybnqiuxtdsog"  # no "h": the service's connection does not take file descriptors
 MAX_DEPTH = 3  # container nesting per signature, and variants in variants
 # The bus refuses messages with more than 64 nested variants (it drops the sender).
 BUS_MAX_VARIANT_DEPTH = 64
 
-FUZZ = settings(
-    derandomize=True,
-    deadline=None,
-    database=None,
-    max_examples=150,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.filter_too_much,
-        HealthCheck.large_base_example,
-    ],
-)
+FUZZ = fuzz_settings(150)
 
 
 # --- the service under test -------------------------------------------------------
@@ -185,45 +163,8 @@ def harness() -> Iterator[Harness]:
 # --- what the interface should answer -------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Expect:
-    """The answer a call should get, and what it may change in the engine."""
-
-    reply: Optional[str] = None  # a method return with this signature...
-    errors: frozenset[str] = frozenset()  # ...or an error with one of these names
-    effect: str = ""  # "reload", "explain", "check": the engine was asked
-
-
-def error(*error_names: str, effect: str = "") -> Expect:
-    return Expect(errors=frozenset(error_names), effect=effect)
-
-
-def expect(path: str, interface: Optional[str], member: str, signature: str, body: list) -> Expect:
-    """The model: what the documented interface (and the library, for the rest) answers."""
-    if interface == names.PROPERTIES_INTERFACE:
-        if {"Get": "ss", "GetAll": "s", "Set": "ssv"}.get(member) != signature:
-            return error(UNKNOWN_METHOD)
-        if path != names.OBJECT_PATH:
-            return error(UNKNOWN_OBJECT)
-        if body[0] != names.INTERFACE:
-            return error(UNKNOWN_INTERFACE)
-        if member == "GetAll":
-            return Expect("a{sv}")
-        if body[1] not in PROPERTY_NAMES:
-            return error(UNKNOWN_PROPERTY)
-        return error(READ_ONLY) if member == "Set" else Expect("v")
-    if interface == PEER:
-        known = {("Ping", ""): "", ("GetMachineId", ""): "s"}
-        out = known.get((member, signature))
-        return error(UNKNOWN_METHOD) if out is None else Expect(out)
-    if interface == INTROSPECTABLE:
-        return Expect("s") if (member, signature) == ("Introspect", "") else error(*UNKNOWN)
-    if interface == OBJECT_MANAGER and member == "GetManagedObjects":
-        return Expect("a{oa{sa{sv}}}")  # dbus-next answers it whatever the signature
-    if interface != names.INTERFACE or path != names.OBJECT_PATH:
-        return error(*UNKNOWN)
-    if METHOD_SIGNATURES.get(member, (None,))[0] != signature:
-        return error(*UNKNOWN)
+def expect_ours(member: str, body: list) -> Expect:
+    """One of our methods with its signature: what it does with FakeEngine behind it."""
     if member == names.METHOD_EXPLAIN:
         return expect_explain(body[0])
     if member == names.METHOD_CHECK_CONFIG:
@@ -289,15 +230,7 @@ async def send(
     flags: MessageFlag = MessageFlag.NONE,
 ) -> Optional[Message]:
     assert h.client is not None
-    msg = Message(
-        destination=names.BUS_NAME,
-        path=path,
-        interface=interface,
-        member=member,
-        signature=signature,
-        body=body,
-        flags=flags,
-    )
+    msg = message(path, interface, member, signature, body, flags)
     try:
         return await asyncio.wait_for(h.client.call(msg), CALL_TIMEOUT)
     except asyncio.TimeoutError:
@@ -346,7 +279,7 @@ async def call_and_check(
     assert h.server_bus is not None
     h.records.take()
     what = describe(path, interface, member, signature)
-    want = expect(path, interface, member, signature, body)
+    want = expect(path, interface, member, signature, body, expect_ours)
     before = State.of(h.engine)
     flags = MessageFlag.NO_REPLY_EXPECTED if no_reply else MessageFlag.NONE
     reply = await send(h, path, interface, member, signature, body, flags)
@@ -408,7 +341,6 @@ class Query(dict):  # type: ignore[type-arg]
         return f"Query({self.shown!r}, filler={self.filler})"
 
 
-_CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
 ODD = [
     " ",
     "\n",
@@ -430,7 +362,7 @@ ODD = [
 ]
 # Nested values: small, so that a message stays far below the bus's 32 MiB.
 TEXT = st.one_of(
-    st.text(_CHARS, max_size=24),
+    st.text(CHARS, max_size=24),
     st.sampled_from(["", *ODD]),
     st.builds(Repeated, st.sampled_from(ODD), st.sampled_from([64, 255, 256, 4096])),
 )
@@ -439,93 +371,25 @@ BIG_TEXT = st.one_of(
     TEXT,
     st.builds(Repeated, st.sampled_from(ODD), st.sampled_from([65_536, 1_000_000])),
 )
-_NAME = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,15}", fullmatch=True)
-OBJECT_PATHS = st.one_of(
-    st.sampled_from(
-        ["/", names.OBJECT_PATH, names.OBJECT_PATH + "/Child", "/org/bouheki", names.DBUS_PATH]
-    ),
-    st.lists(st.from_regex(r"[A-Za-z0-9_]{1,12}", fullmatch=True), max_size=5).map(
-        lambda parts: "/" + "/".join(parts)
-    ),
-)
-INTERFACE_NAMES = st.lists(_NAME, min_size=2, max_size=4).map(".".join)
+OBJECT_PATHS = object_paths(5, names.DBUS_PATH)
+INTERFACE_NAMES = st.lists(NAME, min_size=2, max_size=4).map(".".join)
 MEMBER_NAMES = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,40}", fullmatch=True)
 
 
-@functools.cache
-def signatures(depth: int = 0) -> st.SearchStrategy[str]:
-    """One complete D-Bus type, nested at most MAX_DEPTH - depth containers deep."""
-    basic = st.sampled_from(list(BASIC))
-    if depth >= MAX_DEPTH:
-        return st.one_of(basic, st.just("v"))
-    inner = st.deferred(lambda: signatures(depth + 1))
-    return st.one_of(
-        basic,
-        st.just("v"),
-        inner.map(lambda s: f"a{s}"),
-        st.tuples(basic, inner).map(lambda kv: f"a{{{kv[0]}{kv[1]}}}"),
-        st.lists(inner, min_size=1, max_size=4).map(lambda ts: f"({''.join(ts)})"),
-    )
-
-
-SIGNATURE_VALUES = st.lists(signatures(1), max_size=3).map("".join).filter(lambda s: len(s) < 256)
-
-
-@functools.cache
-def values_for(signature: str, depth: int = 0) -> st.SearchStrategy[Any]:
-    """Python values dbus-next marshals as `signature` (one complete type)."""
-    return _values(SignatureTree(signature).types[0], depth)
-
-
-def _values(t: Any, depth: int) -> st.SearchStrategy[Any]:
-    token = t.token
-    if token in INT_RANGES:
-        return st.integers(*INT_RANGES[token])
-    simple = {
-        "b": st.booleans(),
-        "d": st.floats(),
-        "s": TEXT,
-        "o": OBJECT_PATHS,
-        "g": SIGNATURE_VALUES,
-    }
-    if token in simple:
-        return simple[token]
-    if token == "v":
-        return variants(depth + 1)
-    if token == "(":
-        return st.tuples(*(_values(c, depth) for c in t.children)).map(list)
-    child = t.children[0]
-    if child.token == "{":
-        key, value = child.children
-        return st.dictionaries(_values(key, depth), _values(value, depth), max_size=3)
-    if child.token == "y":
-        return st.binary(max_size=64)
-    return st.lists(_values(child, depth), max_size=3)
-
-
-@st.composite
-def variants(draw: st.DrawFn, depth: int = 0) -> Variant:
-    """A Variant of any type, simpler the deeper it is nested (else examples explode)."""
-    types = st.sampled_from(list(BASIC)) if depth >= MAX_DEPTH else signatures(depth + 1)
-    signature = draw(types)
-    return Variant(signature, draw(values_for(signature, depth)))
-
-
-def _fits(types: list[str]) -> bool:
-    return len("".join(types)) < 256  # a signature's limit
-
-
-# Strategies made once: a strategy made inside a draw costs Hypothesis a
-# parse of this file for every lambda in it (it describes them by source).
-_BODY_TYPES = st.lists(signatures(), max_size=4).filter(_fits)
-_UNKNOWN_KEYS = st.one_of(TEXT, _NAME).filter(lambda k: k not in QUERY_KEYS)
-
-
-@st.composite
-def bodies(draw: st.DrawFn) -> tuple[str, list[Any]]:
-    """Any signature with 0-4 arguments, and values for it."""
-    types = draw(_BODY_TYPES)
-    return "".join(types), [draw(values_for(t)) for t in types]
+WIRE = wire(
+    text=TEXT,
+    paths=OBJECT_PATHS,
+    max_depth=MAX_DEPTH,
+    max_fields=4,
+    max_bytes=64,
+    max_signatures=3,
+    max_args=4,
+    variants_follow_depth=True,
+)
+variants, values_for, bodies = WIRE.variants, WIRE.values_for, WIRE.bodies
+# Made once: a strategy made inside a draw costs Hypothesis a parse of this
+# file for every lambda in it (it describes them by their source).
+_UNKNOWN_KEYS = st.one_of(TEXT, NAME).filter(lambda k: k not in QUERY_KEYS)
 
 
 @st.composite

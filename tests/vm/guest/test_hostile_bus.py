@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import pytest
@@ -34,8 +35,32 @@ from hypothesis import strategies as st
 from labkit import UNITS, as_user, sh
 
 from bouheki.bus import names
-from bouheki.bus._dbus import BusType, Message, MessageBus, MessageType, SignatureTree, Variant
+from bouheki.bus._dbus import BusType, Message, MessageBus, MessageType, Variant
 from bouheki.bus.wire import unwrap
+
+# The strategies and the model shared with tests/unit/test_fuzz_bus.py.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit"))
+from bus_fuzz_model import (
+    CHARS,
+    DBUS_ERROR,
+    INT_RANGES,
+    INTROSPECTABLE,
+    METHOD_SIGNATURES,
+    NAME,
+    OBJECT_MANAGER,
+    PEER,
+    PROPERTY_NAMES,
+    UNKNOWN_METHOD,
+    UNKNOWN_OBJECT,
+    UNKNOWN_PROPERTY,
+    Expect,
+    error,
+    expect,
+    fuzz_settings,
+    message,
+    object_paths,
+    wire,
+)
 
 UNIT = "bh-hostile.service"
 DENY_71 = '[network]\nallow = ["10.0.1.0/24"]\ndeny = ["10.0.1.71"]\n'
@@ -43,22 +68,8 @@ CALL_TIMEOUT = 10.0  # seconds; a VM under load is slower than the host
 MAX_ERROR_TEXT = 64 * 1024 + 100  # dispatch.MAX_ERROR_TEXT and its "... cut" note
 SAFE_DIR = "/nonexistent-bouheki-fuzz/"  # no such directory: no path below it can be opened
 
-PEER = "org.freedesktop.DBus.Peer"
 PROPS = names.PROPERTIES_INTERFACE
-INTROSPECTABLE = "org.freedesktop.DBus.Introspectable"
-OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
-DBUS_ERROR = "org.freedesktop.DBus.Error."
-UNKNOWN_METHOD = DBUS_ERROR + "UnknownMethod"
-UNKNOWN = frozenset({UNKNOWN_METHOD, DBUS_ERROR + "UnknownObject", DBUS_ERROR + "UnknownInterface"})
 BUS_ACCESS_DENIED = names.DBUS_ERROR_ACCESS_DENIED
-PROPERTY_NAMES = frozenset([*names.STATUS_PROPERTIES.values(), names.PROPERTY_SUPPRESSED_SIGNALS])
-METHOD_SIGNATURES = {
-    names.METHOD_RELOAD: ("", "a{sv}"),
-    names.METHOD_LIST_POLICIES: ("", "aa{sv}"),
-    names.METHOD_GET_STATISTICS: ("", "a{sv}"),
-    names.METHOD_EXPLAIN: ("a{sv}", "a{sv}"),
-    names.METHOD_CHECK_CONFIG: ("s", "a{sv}"),
-}
 # What the bus policy (dbus/org.bouheki.Bouheki1.conf) lets uid 1000 send.
 USER_ALLOWED = {
     (INTROSPECTABLE, "Introspect"),
@@ -67,31 +78,9 @@ USER_ALLOWED = {
     (names.PROPERTIES_INTERFACE, "GetAll"),
     *((names.INTERFACE, m) for m in ("ListPolicies", "GetStatistics", "Explain", "CheckConfig")),
 }
-INT_RANGES = {
-    "y": (0, 2**8 - 1),
-    "n": (-(2**15), 2**15 - 1),
-    "q": (0, 2**16 - 1),
-    "i": (-(2**31), 2**31 - 1),
-    "u": (0, 2**32 - 1),
-    "x": (-(2**63), 2**63 - 1),
-    "t": (0, 2**64 - 1),
-}
-BASIC = "ybnqiuxtdsog"
-MAX_DEPTH = 2
+MAX_DEPTH = 2  # container nesting per signature, and variants in variants
 
-FUZZ = settings(
-    derandomize=True,
-    deadline=None,
-    database=None,
-    max_examples=120,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.filter_too_much,
-        HealthCheck.large_base_example,
-        HealthCheck.function_scoped_fixture,
-    ],
-)
+FUZZ = fuzz_settings(120, HealthCheck.function_scoped_fixture)
 
 Call = tuple[str, Optional[str], str, str, list]  # path, interface, member, signature, body
 
@@ -104,36 +93,17 @@ def expected(call: Call, root: bool) -> frozenset[str]:
     path, interface, member, signature, body = call
     if not root and (interface, member) not in USER_ALLOWED:
         return frozenset({BUS_ACCESS_DENIED})
-    if interface == names.PROPERTIES_INTERFACE:
-        if {"Get": "ss", "GetAll": "s", "Set": "ssv"}.get(member) != signature:
-            return frozenset({UNKNOWN_METHOD})
-        if path != names.OBJECT_PATH:
-            return frozenset({DBUS_ERROR + "UnknownObject"})
-        if body[0] != names.INTERFACE:
-            return frozenset({DBUS_ERROR + "UnknownInterface"})
-        if member == "GetAll":
-            return frozenset({"return:a{sv}"})
-        if body[1] not in PROPERTY_NAMES:
-            return frozenset({DBUS_ERROR + "UnknownProperty"})
-        if member == "Set":
-            return frozenset({DBUS_ERROR + "PropertyReadOnly"})
-        return frozenset({"return:v"})
-    if interface == PEER:
-        out = {("Ping", ""): "return:", ("GetMachineId", ""): "return:s"}.get((member, signature))
-        return frozenset({out or UNKNOWN_METHOD})
-    if interface == INTROSPECTABLE:
-        return frozenset({"return:s"}) if (member, signature) == ("Introspect", "") else UNKNOWN
-    if interface == OBJECT_MANAGER and member == "GetManagedObjects":
-        return frozenset({"return:a{oa{sa{sv}}}"})
-    if interface != names.INTERFACE or path != names.OBJECT_PATH:
-        return UNKNOWN
-    if METHOD_SIGNATURES.get(member, (None,))[0] != signature:
-        return UNKNOWN
+    want = expect(path, interface, member, signature, body, functools.partial(ours, root=root))
+    return want.outcomes()
+
+
+def ours(member: str, body: list, root: bool) -> Expect:
+    """One of our methods with its signature, from root or uid 1000, to the real engine."""
     if member == names.METHOD_EXPLAIN:
-        return frozenset({"return:a{sv}", names.ERROR_BAD_REQUEST})  # the real engine judges
+        return Expect("a{sv}", frozenset({names.ERROR_BAD_REQUEST}))  # the real engine judges
     if member == names.METHOD_CHECK_CONFIG and body[0] and not root:
-        return frozenset({names.ERROR_ACCESS_DENIED})
-    return frozenset({f"return:{METHOD_SIGNATURES[member][1]}"})
+        return error(names.ERROR_ACCESS_DENIED)
+    return Expect(METHOD_SIGNATURES[member][1])
 
 
 @dataclass(frozen=True)
@@ -159,18 +129,6 @@ def judge(call: Call, outcome: Outcome, root: bool) -> None:
 # --- callers ---------------------------------------------------------------------------
 
 
-def message(call: Call) -> Message:
-    path, interface, member, signature, body = call
-    return Message(
-        destination=names.BUS_NAME,
-        path=path,
-        interface=interface,
-        member=member,
-        signature=signature,
-        body=body,
-    )
-
-
 def outcome_of(reply: Message, seconds: float) -> Outcome:
     if reply.message_type == MessageType.METHOD_RETURN:
         return Outcome(f"return:{reply.signature}", seconds=seconds)
@@ -194,7 +152,7 @@ class Root:
         async def one() -> Outcome:
             start = time.monotonic()
             try:
-                reply = await asyncio.wait_for(self.bus.call(message(call)), CALL_TIMEOUT)
+                reply = await asyncio.wait_for(self.bus.call(message(*call)), CALL_TIMEOUT)
             except asyncio.TimeoutError:
                 return Outcome("timeout")
             except Exception as exc:  # the bus dropped us: an invalid message of ours
@@ -204,7 +162,7 @@ class Root:
         return self.loop.run_until_complete(one())
 
     def ok(self, call: Call) -> Any:
-        reply = self.loop.run_until_complete(self.bus.call(message(call)))
+        reply = self.loop.run_until_complete(self.bus.call(message(*call)))
         assert reply.message_type == MessageType.METHOD_RETURN, reply.body
         return unwrap(reply.body[0]) if reply.body else None
 
@@ -357,74 +315,25 @@ def before(root: Root) -> Iterator[Before]:
 
 # --- hostile values ----------------------------------------------------------------------
 
-_CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
 ADDRESSES = ["10.0.1.71", "::ffff:10.0.1.71", "fe80::1%eth0", "0.0.0.0", "::", "10.0.1.71/32"]
 ODD = ["\x01", "\x7f", "\u202e", "\ufffe", "\U0010ffff", "\U0001f642", "'", "\\", "../", "-"]
 TEXT = st.one_of(
-    st.text(_CHARS, max_size=24),
+    st.text(CHARS, max_size=24),
     st.sampled_from(["", *ODD, *ADDRESSES, "bogus", UNIT, "-.slice", "a-b-c.slice", "udp"]),
     st.builds(lambda s, n: s * n, st.sampled_from(ODD), st.sampled_from([64, 300, 4096])),
 )
-_NAME = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,15}", fullmatch=True)
-OBJECT_PATHS = st.one_of(
-    st.sampled_from(["/", names.OBJECT_PATH, names.OBJECT_PATH + "/Child", "/org/bouheki"]),
-    st.lists(st.from_regex(r"[A-Za-z0-9_]{1,12}", fullmatch=True), max_size=4).map(
-        lambda parts: "/" + "/".join(parts)
-    ),
+OBJECT_PATHS = object_paths(4)
+WIRE = wire(
+    text=TEXT,
+    paths=OBJECT_PATHS,
+    max_depth=MAX_DEPTH,
+    max_fields=3,
+    max_bytes=32,
+    max_signatures=2,
+    max_args=3,
+    variants_follow_depth=False,
 )
-
-
-@functools.cache
-def signatures(depth: int = 0) -> st.SearchStrategy[str]:
-    basic = st.sampled_from(list(BASIC))
-    if depth >= MAX_DEPTH:
-        return st.one_of(basic, st.just("v"))
-    inner = st.deferred(lambda: signatures(depth + 1))
-    return st.one_of(
-        basic,
-        st.just("v"),
-        inner.map(lambda s: f"a{s}"),
-        st.tuples(basic, inner).map(lambda kv: f"a{{{kv[0]}{kv[1]}}}"),
-        st.lists(inner, min_size=1, max_size=3).map(lambda ts: f"({''.join(ts)})"),
-    )
-
-
-@functools.cache
-def values_for(signature: str, depth: int = 0) -> st.SearchStrategy[Any]:
-    return _values(SignatureTree(signature).types[0], depth)
-
-
-def _values(t: Any, depth: int) -> st.SearchStrategy[Any]:
-    if t.token in INT_RANGES:
-        return st.integers(*INT_RANGES[t.token])
-    simple = {
-        "b": st.booleans(),
-        "d": st.floats(),
-        "s": TEXT,
-        "o": OBJECT_PATHS,
-        "g": st.lists(signatures(1), max_size=2).map("".join),
-    }
-    if t.token in simple:
-        return simple[t.token]
-    if t.token == "v":
-        return variants(depth + 1)
-    if t.token == "(":
-        return st.tuples(*(_values(c, depth) for c in t.children)).map(list)
-    child = t.children[0]
-    if child.token == "{":
-        return st.dictionaries(
-            _values(child.children[0], depth), _values(child.children[1], depth), max_size=3
-        )
-    if child.token == "y":
-        return st.binary(max_size=32)
-    return st.lists(_values(child, depth), max_size=3)
-
-
-@st.composite
-def variants(draw: Any, depth: int = 0) -> Variant:
-    types = st.sampled_from(list(BASIC)) if depth >= MAX_DEPTH else signatures(1)
-    signature = draw(types)
-    return Variant(signature, draw(values_for(signature, depth)))
+variants, bodies = WIRE.variants, WIRE.bodies
 
 
 @st.composite
@@ -442,15 +351,6 @@ def explain_queries(draw: Any) -> dict[str, Variant]:
     return query
 
 
-def _fits(types: list[str]) -> bool:
-    return len("".join(types)) < 256  # a signature's limit
-
-
-# Made once: a strategy made inside a draw costs Hypothesis a parse of this
-# file for every lambda in it (it describes them by their source).
-_BODY_TYPES = st.lists(signatures(), max_size=3).filter(_fits)
-
-
 @st.composite
 def calls(draw: Any) -> Call:
     """Mostly aimed at the daemon's members; any signature, any values."""
@@ -461,13 +361,13 @@ def calls(draw: Any) -> Call:
                 [names.INTERFACE, names.PROPERTIES_INTERFACE, PEER, INTROSPECTABLE, OBJECT_MANAGER]
             ),
             st.none(),
-            st.lists(_NAME, min_size=2, max_size=3).map(".".join),
+            st.lists(NAME, min_size=2, max_size=3).map(".".join),
         )
     )
     member = draw(
         st.one_of(
             st.sampled_from([*METHOD_SIGNATURES, "Get", "GetAll", "Set", "Ping", "Introspect"]),
-            _NAME,
+            NAME,
         )
     )
     if interface == names.INTERFACE and member == names.METHOD_EXPLAIN and draw(st.booleans()):
@@ -478,8 +378,8 @@ def calls(draw: Any) -> Call:
         if member == "Get":
             return path, interface, member, "ss", [target, name]
         return path, interface, member, "ssv", [target, name, draw(variants())]
-    types = draw(_BODY_TYPES)
-    return path, interface, member, "".join(types), [draw(values_for(t)) for t in types]
+    signature, body = draw(bodies())
+    return path, interface, member, signature, body
 
 
 def for_root(call: Call) -> Call:
@@ -545,11 +445,11 @@ def test_uid_1000_cannot_knock_the_daemon_over(before: Before) -> None:
         limit = 20 if i < 2 else 5
         assert outcome.seconds < limit, (call[2], outcome)
     assert [o.kind for o in outcomes] == [
-        DBUS_ERROR + "UnknownProperty",
+        UNKNOWN_PROPERTY,
         names.ERROR_BAD_REQUEST,
         names.ERROR_BAD_REQUEST,
         UNKNOWN_METHOD,
-        DBUS_ERROR + "UnknownObject",
+        UNKNOWN_OBJECT,
         names.ERROR_ACCESS_DENIED,
         BUS_ACCESS_DENIED,
     ]
