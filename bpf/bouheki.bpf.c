@@ -67,9 +67,25 @@ BH_MAP("array", int, struct bh_pattern, patterns, 2 * BH_MAX_PATTERNS, 0);
 BH_MAP("hash", struct bh_scope_key, u32, slices, 8192, BPF_F_NO_PREALLOC);
 BH_MAP("percpu_array", int, struct bh_counter, counters, BH_MAX_POLICIES * (BH_MAX_RULES + 1), 0);
 BH_MAP("percpu_array", int, u64, gcounters, BH_G_MAX, 0);
-/* Not pinned: events of a predecessor's programs during a handover are
- * counted but not read. */
-BPF_RINGBUF_OUTPUT(events, BH_RINGBUF_PAGES);
+/* bcc's BPF_RINGBUF_OUTPUT with a pinnable section (bcc has no pinned form
+ * of it): pinned, the ring buffer outlives a daemon, so the next one reads
+ * what the programs reported meanwhile. */
+#ifdef BH_PIN_DIR
+#define BH_RINGBUF_SECTION "maps/ringbuf:" BH_PIN_DIR "/events"
+#else
+#define BH_RINGBUF_SECTION "maps/ringbuf"
+#endif
+struct events_table_t {
+	int key;
+	u32 leaf;
+	int (*ringbuf_output)(void *, u64, u64);
+	void *(*ringbuf_reserve)(u64);
+	void (*ringbuf_discard)(void *, u64);
+	void (*ringbuf_submit)(void *, u64);
+	u32 max_entries;
+};
+__attribute__((section(BH_RINGBUF_SECTION)))
+struct events_table_t events = { .max_entries = BH_RINGBUF_PAGES * PAGE_SIZE };
 
 static __always_inline void bh_count(int slot)
 {

@@ -1,4 +1,4 @@
-"""MapIO over the maps of a loaded bcc program: one syscall per entry,
+"""MapIO over the programs' maps, by file descriptor: one syscall per entry,
 through libbcc directly (bcc's Table.__setitem__ costs several times more)."""
 
 from __future__ import annotations
@@ -50,8 +50,7 @@ def _lib() -> Any:
 class BccMaps:
     def __init__(self, programs: Any) -> None:
         self._lib = _lib()
-        self._tables = {n: programs[n] for n in MAP_NAMES}
-        self._fds = {n: t.map_fd for n, t in self._tables.items()}
+        self._fds = {n: programs.map_fd(n) for n in MAP_NAMES}
 
     def _check(self, rc: int, what: str, name: str) -> None:
         if rc < 0:

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..policy.tables import MAX_RULES
 from . import layout
+from .percpu import PerCpuArray
 
 
 @dataclass
@@ -34,12 +35,12 @@ class GlobalCounts:
 
 class CounterReader:
     def __init__(self, programs: Any) -> None:
-        self._rules = programs["counters"]
-        self._global = programs["gcounters"]
+        self._rules = PerCpuArray(programs.map_fd("counters"), layout.Counter)
+        self._global = PerCpuArray(programs.map_fd("gcounters"), ct.c_uint64)
 
     def global_counts(self) -> GlobalCounts:
         def total(slot: int) -> int:
-            return sum(int(v) for v in self._global[ct.c_int(slot)])
+            return sum(self._global.get(slot))
 
         return GlobalCounts(
             checks=total(layout.G_CHECKS),
@@ -52,7 +53,7 @@ class CounterReader:
     def rule(self, policy_id: int, rule: int) -> RuleCount:
         """rule == MAX_RULES is the policy's default."""
         out = RuleCount()
-        for v in self._rules[ct.c_int(policy_id * (MAX_RULES + 1) + rule)]:
+        for v in self._rules.get(policy_id * (MAX_RULES + 1) + rule):
             out += RuleCount(int(v.hits), int(v.blocked), int(v.would_block))
         return out
 
@@ -64,5 +65,4 @@ class CounterReader:
     def reset_policy(self, policy_id: int) -> None:
         """A policy whose rules changed starts counting afresh."""
         for r in range(MAX_RULES + 1):
-            idx = ct.c_int(policy_id * (MAX_RULES + 1) + r)
-            self._rules[idx] = self._rules.Leaf()  # zeroed, one per CPU
+            self._rules.zero(policy_id * (MAX_RULES + 1) + r)

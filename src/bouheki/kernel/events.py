@@ -12,6 +12,7 @@ from typing import Any
 
 from ..policy.tables import Hook, Verdict
 from . import layout
+from .ringbuf import RingBuffer
 
 PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
 
@@ -74,27 +75,25 @@ class EventReader:
     await) and hands each decoded event to a callback."""
 
     def __init__(self, programs: Any, callback: Callable[[KernelEvent], None]) -> None:
-        self._bpf = programs.bpf
         self._callback = callback
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        programs["events"].open_ring_buffer(self._on_raw)
+        self._ring = RingBuffer(programs.map_fd("events"), self._on_raw)
 
-    def _on_raw(self, _ctx: Any, data: Any, _size: int) -> int:
+    def _on_raw(self, data: int, _size: int) -> None:
         raw = ct.cast(data, ct.POINTER(layout.Event)).contents
         self._callback(decode(raw))
-        return 0
 
     def poll(self, timeout_ms: int = 100) -> None:
-        self._bpf.ring_buffer_poll(timeout_ms)
+        self._ring.poll(timeout_ms)
 
     def drain(self) -> None:
-        self._bpf.ring_buffer_consume()
+        self._ring.consume()
 
     def start(self) -> None:
         def run() -> None:
             while not self._stop.is_set():
-                self._bpf.ring_buffer_poll(200)
+                self._ring.poll(200)
 
         self._thread = threading.Thread(target=run, name="bouheki-events", daemon=True)
         self._thread.start()
@@ -103,3 +102,6 @@ class EventReader:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
+            if self._thread.is_alive():
+                return  # still inside a poll: freeing the ring under it would crash
+        self._ring.close()

@@ -1,7 +1,9 @@
-"""Compile bpf/bouheki.bpf.c with bcc and attach its programs."""
+"""Compile bpf/bouheki.bpf.c with bcc and attach its programs, or adopt the
+identical programs a predecessor left pinned."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +11,7 @@ from typing import Any
 
 from ..policy.tables import MAX_POLICIES
 from . import btf, requirements
+from .adopt import adopt_links
 from .pinning import Pins, layout_tag
 
 BPF_SOURCE = "bouheki.bpf.c"
@@ -63,29 +66,53 @@ class MapSizes:
 
 
 class Programs:
-    """The loaded and attached programs and their maps."""
+    """The attached programs, by their maps' file descriptors: either compiled
+    and loaded by bcc now (bpf is set), or adopted from a predecessor's pins."""
 
-    def __init__(self, bpf: Any, sizes: MapSizes, pins: Pins | None = None) -> None:
+    def __init__(
+        self,
+        bpf: Any,
+        sizes: MapSizes,
+        pins: Pins | None = None,
+        map_fds: dict[str, int] | None = None,
+        link_fds: list[int] | None = None,
+    ) -> None:
         self.bpf = bpf
         self.sizes = sizes
         self.pins = pins
-        self.adopted: list[str] = []  # predecessor instances whose links we replaced
+        self._map_fds = map_fds
+        self._link_fds = link_fds or []
+        self.adopted: list[str] = []  # predecessor instances whose links we replaced or took
+        self.compiled = bpf is not None
 
-    def __getitem__(self, name: str) -> Any:
-        return self.bpf[name.encode()]
+    def map_fd(self, name: str) -> int:
+        if self._map_fds is not None:
+            return self._map_fds[name]
+        return int(self.bpf[name.encode()].map_fd)
 
     def close(self, keep_pinned: bool = False) -> None:
         """Detach, unless keep_pinned: then the pinned links stay attached and
         the pinned maps keep the policy, for the next instance to adopt."""
         if self.pins is not None and not keep_pinned:
             self.pins.remove_all()
-        self.bpf.cleanup()
+        if self.bpf is not None:
+            self.bpf.cleanup()
+        for fd in [*self._link_fds, *(self._map_fds or {}).values()]:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._link_fds, self._map_fds = [], {}
 
 
-def load(sizes: MapSizes | None = None, check: bool = True, pins: Pins | None = None) -> Programs:
-    """Compile, load and attach. bcc attaches LSM_PROBE and
-    RAW_TRACEPOINT_PROBE functions as it loads them; with no generation
-    active yet, the hooks allow everything until the first apply."""
+def load(
+    sizes: MapSizes | None = None,
+    check: bool = True,
+    pins: Pins | None = None,
+    adopt: bool = True,
+) -> Programs:
+    """Adopt identical pinned programs, or compile, load and attach. bcc
+    attaches LSM_PROBE and RAW_TRACEPOINT_PROBE functions as it loads them;
+    with no generation active yet, the hooks allow everything until the
+    first apply."""
     sizes = sizes or MapSizes()
     if check:
         requirements.check()
@@ -108,6 +135,14 @@ def load(sizes: MapSizes | None = None, check: bool = True, pins: Pins | None = 
     tag = ""
     if pins is not None:
         tag = layout_tag([src / BPF_SOURCE, src / "bouheki.h"], cflags)
+        if adopt:
+            taken = adopt_links(pins, tag, (src / BPF_SOURCE).read_text())
+            if taken is not None:
+                predecessor, map_fds, link_fds = taken
+                programs = Programs(None, sizes, pins, map_fds=map_fds, link_fds=link_fds)
+                programs.adopted = [predecessor, *pins.release_others()]
+                pins.prune_layouts(keep=tag)
+                return programs
         cflags.append(f'-DBH_PIN_DIR="{pins.maps_dir(tag)}"')
     try:
         # bcc attaches each program as it loads it: from here on, our
@@ -118,7 +153,7 @@ def load(sizes: MapSizes | None = None, check: bool = True, pins: Pins | None = 
         raise requirements.explain_load_error(e) from e
     programs = Programs(bpf, sizes, pins)
     if pins is not None:
-        pins.pin_links(bpf)
+        pins.pin_links(bpf, tag)
         programs.adopted = pins.release_others()
         pins.prune_layouts(keep=tag)
     return programs

@@ -7,12 +7,15 @@ programs, and only then lets go of its predecessor's (so there is no moment
 with nothing attached). `systemctl stop` detaches and removes everything,
 because that is what the admin asked for; a restart keeps it.
 
-    /sys/fs/bpf/bouheki/<layout>/maps/<map>     maps of one program layout
-    /sys/fs/bpf/bouheki/links/<instance>/<prog> links of one daemon instance
+    /sys/fs/bpf/bouheki/<layout>/maps/<map>              maps of one program layout
+    /sys/fs/bpf/bouheki/links/<layout>_<instance>/<prog> links of one daemon instance
 
 <layout> hashes the BPF source and its compile flags: a daemon whose
 programs lay their maps out differently (an upgrade) starts with fresh maps,
 while the old programs keep enforcing the old ones until it has attached.
+A daemon whose layout is the same adopts the links as they are: the programs
+it would compile are the ones already attached (kernel/adopt.py). No name
+holds a dot: the BPF file system refuses them.
 """
 
 from __future__ import annotations
@@ -50,11 +53,14 @@ class Pins:
     def _links(self) -> Path:
         return self.root / "links"
 
-    def pin_links(self, bpf: Any) -> list[Path]:
+    def links_dir(self, tag: str) -> Path:
+        return self._links() / f"{tag}_{self.instance}"
+
+    def pin_links(self, bpf: Any, tag: str) -> list[Path]:
         """Pin every link of bpf (its LSM and raw tracepoint attachments)."""
         from bcc.libbcc import lib
 
-        d = self._links() / self.instance
+        d = self.links_dir(tag)
         d.mkdir(parents=True, exist_ok=True)
         pinned = []
         fds = {**bpf.lsm_fds, **bpf.raw_tracepoint_fds}
@@ -66,6 +72,22 @@ class Pins:
             pinned.append(path)
         return pinned
 
+    def link_sets(self, tag: str) -> list[tuple[str, set[str]]]:
+        """Other instances' links of this layout, newest first: (instance, program names)."""
+        links = self._links()
+        if not links.is_dir():
+            return []
+        found = [d for d in links.iterdir() if d.name.startswith(f"{tag}_") and d.is_dir()]
+        found.sort(key=lambda d: d.stat().st_mtime_ns, reverse=True)
+        return [(d.name, {p.name for p in d.iterdir()}) for d in found]
+
+    def take_over(self, name: str, tag: str) -> Path:
+        """Make another instance's pinned links ours. A rename: the pins, and
+        so the attachments, exist at every moment."""
+        target = self.links_dir(tag)
+        (self._links() / name).rename(target)
+        return target
+
     def release_others(self) -> list[str]:
         """Unpin the links of every other instance: their programs detach
         once no file descriptor holds them (their daemons are gone)."""
@@ -73,9 +95,9 @@ class Pins:
         links = self._links()
         if links.is_dir():
             for d in links.iterdir():
-                if d.name != self.instance:
+                if not d.name.endswith(f"_{self.instance}"):
                     shutil.rmtree(d, ignore_errors=True)
-                    released.append(d.name)
+                    released.append(d.name.partition("_")[2] or d.name)
         return released
 
     def prune_layouts(self, keep: str) -> None:
@@ -87,9 +109,3 @@ class Pins:
 
     def remove_all(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
-
-    def predecessors(self) -> list[str]:
-        links = self._links()
-        return (
-            [d.name for d in links.iterdir() if d.name != self.instance] if links.is_dir() else []
-        )

@@ -469,7 +469,15 @@ def _default_enforcer() -> Enforcer:
     from ..kernel import loader as kloader
     from ..kernel.pinning import Pins
 
-    programs = kloader.load(pins=Pins())
-    if programs.adopted:
-        log.info("took over from %s: enforcement never lapsed", ", ".join(programs.adopted))
+    # BOUHEKI_REPLACE_PROGRAMS=1: compile even when identical programs are
+    # pinned (they are then replaced with no window, as after an upgrade).
+    adopt = os.environ.get("BOUHEKI_REPLACE_PROGRAMS", "") not in ("1", "yes", "true")
+    programs = kloader.load(pins=Pins(), adopt=adopt)
+    before = ", ".join(programs.adopted)
+    if not programs.compiled:
+        log.info("adopted the pinned programs of %s as they are: nothing recompiled, "
+                 "enforcement never lapsed", before)  # fmt: skip
+    elif programs.adopted:
+        log.info("replaced the pinned programs of %s: ours attached first, enforcement "
+                 "never lapsed", before)  # fmt: skip
     return Enforcer(programs)

@@ -4,6 +4,7 @@ connection may get through."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -17,6 +18,7 @@ from labkit import UNITS, sh
 UNIT = "bh-lapse-loop.service"
 COUNTS = Path("/run/bh-lapse.json")
 RESTARTS = int(os.environ.get("BOUHEKI_LAPSE_RESTARTS", "50"))
+REPLACING_RESTARTS = int(os.environ.get("BOUHEKI_LAPSE_REPLACING_RESTARTS", "3"))
 RELOADS = int(os.environ.get("BOUHEKI_LAPSE_RELOADS", "200"))
 PINS = Path("/sys/fs/bpf/bouheki")
 LOOP = f"""
@@ -79,19 +81,70 @@ def settle_and_check(before: dict[str, int]) -> None:
     assert after["through"] == 0, f"{after['through']} of {after['tries']} connections got through"
 
 
+GAP_UNIT = "bh-lapse-gap.service"
+GAP_GO = Path("/run/bh-lapse-gap.go")
+GAP_DONE = Path("/run/bh-lapse-gap.json")
+GAP = f"""
+import errno, json, os, socket, time
+while not os.path.exists("{GAP_GO}"):
+    time.sleep(0.01)
+s = socket.socket()
+try:
+    s.connect(("10.0.1.71", 4242))
+    e = 0
+except OSError as x:
+    e = x.errno
+at = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+with open("{GAP_DONE}", "w") as f:
+    json.dump({{"errno": e, "at_usec": at}}, f)
+"""
+
+
 def test_kill_9_leaves_enforcement_in_place(loop: None) -> None:
-    pid = main_pid()
-    sh("systemctl", "kill", "-s", "KILL", "bouheki")
-    before = counts()
-    wait_active(pid)
-    settle_and_check(before)
-    links = [d.name for d in (PINS / "links").iterdir()]
-    assert len(links) == 1, f"predecessor links still pinned: {links}"
+    """And what the programs report while no daemon runs is read by the next."""
+    (UNITS / f"{GAP_UNIT}.toml").write_text('[network]\ndeny = ["10.0.1.71"]\n')
+    assert sh("bouhekictl", "reload", check=False).returncode == 0
+    GAP_GO.unlink(missing_ok=True)
+    GAP_DONE.unlink(missing_ok=True)
+    sh("systemd-run", "--quiet", f"--unit={GAP_UNIT}", "--collect", "python3", "-c", GAP)
+    try:
+        pid = main_pid()
+        sh("systemctl", "kill", "-s", "KILL", "bouheki")
+        GAP_GO.touch()  # the gap unit connects now, with no daemon running
+        before = counts()
+        wait_active(pid)
+        settle_and_check(before)
+        links = [d.name for d in (PINS / "links").iterdir()]
+        assert len(links) == 1, f"predecessor links still pinned: {links}"
+
+        assert labkit.wait_for(GAP_DONE.exists, 10)
+        gap = json.loads(GAP_DONE.read_text())
+        assert gap["errno"] == errno.EPERM, gap
+        started = int(sh("systemctl", "show", "-P", "ExecMainStartTimestampMonotonic",
+                         "bouheki").stdout)  # fmt: skip
+        assert gap["at_usec"] < started, "the connect came after the new daemon started"
+
+        def logged() -> bool:
+            sh("journalctl", "--sync")
+            out = sh("journalctl", "-o", "cat", "--no-pager", f"_PID={main_pid()}",
+                     "BOUHEKI_DADDR=10.0.1.71", "BOUHEKI_DPORT=4242").stdout  # fmt: skip
+            return bool(out.strip())
+
+        assert labkit.wait_for(logged, 30), "the new daemon did not read the event of the gap"
+    finally:
+        sh("systemctl", "stop", GAP_UNIT, check=False)
+        (UNITS / f"{GAP_UNIT}.toml").unlink()
 
 
-def test_daemon_restarts_keep_enforcing(loop: None) -> None:
+def journal_of(pid: str) -> str:
+    sh("journalctl", "--sync")
+    return sh("journalctl", f"_PID={pid}", "-o", "cat", "--no-pager").stdout
+
+
+def restart_storm(n: int) -> float:
+    """n restarts while the loop runs; returns the seconds each took."""
     t0 = time.monotonic()
-    for i in range(RESTARTS):
+    for i in range(n):
         pid = main_pid()
         sh("systemctl", "restart", "bouheki", timeout=300)
         wait_active(pid)
@@ -99,9 +152,42 @@ def test_daemon_restarts_keep_enforcing(loop: None) -> None:
             now = counts()
             assert now["through"] == 0, f"after restart {i + 1}: {now}"
     settle_and_check(counts())
-    each = (time.monotonic() - t0) / max(RESTARTS, 1)
+    return (time.monotonic() - t0) / max(n, 1)
+
+
+def test_daemon_restarts_keep_enforcing(loop: None) -> None:
+    """A restart adopts the pinned programs as they are: nothing recompiles,
+    nothing detaches."""
+    each = restart_storm(RESTARTS)
+    log = journal_of(main_pid())
+    assert "adopted the pinned programs" in log, log[-2000:]
     labkit.figure(
-        f"lapse: {RESTARTS} restarts ({each:.1f} s each), {counts()['tries']} attempts, 0 through"
+        f"lapse: {RESTARTS} restarts adopting the pinned programs ({each:.1f} s each), "
+        f"{counts()['tries']} attempts, 0 through"
+    )
+
+
+@pytest.fixture
+def replacing() -> Iterator[None]:
+    """Every start compiles and replaces the programs, as after an upgrade
+    that changes them."""
+    d = Path("/run/systemd/system/bouheki.service.d")
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "50-replace.conf").write_text("[Service]\nEnvironment=BOUHEKI_REPLACE_PROGRAMS=1\n")
+    sh("systemctl", "daemon-reload")
+    yield
+    (d / "50-replace.conf").unlink()
+    sh("systemctl", "daemon-reload")
+
+
+def test_restarts_that_replace_the_programs_keep_enforcing(loop: None, replacing: None) -> None:
+    """The new programs attach before the old ones detach."""
+    each = restart_storm(REPLACING_RESTARTS)
+    log = journal_of(main_pid())
+    assert "replaced the pinned programs" in log, log[-2000:]
+    labkit.figure(
+        f"lapse: {REPLACING_RESTARTS} restarts compiling and replacing the programs "
+        f"({each:.1f} s each), {counts()['tries']} attempts, 0 through"
     )
 
 
