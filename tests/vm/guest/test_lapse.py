@@ -155,18 +155,6 @@ def restart_storm(n: int) -> float:
     return (time.monotonic() - t0) / max(n, 1)
 
 
-def test_daemon_restarts_keep_enforcing(loop: None) -> None:
-    """A restart adopts the pinned programs as they are: nothing recompiles,
-    nothing detaches."""
-    each = restart_storm(RESTARTS)
-    log = journal_of(main_pid())
-    assert "adopted the pinned programs" in log, log[-2000:]
-    labkit.figure(
-        f"lapse: {RESTARTS} restarts adopting the pinned programs ({each:.1f} s each), "
-        f"{counts()['tries']} attempts, 0 through"
-    )
-
-
 @pytest.fixture
 def replacing() -> Iterator[None]:
     """Every start compiles and replaces the programs, as after an upgrade
@@ -181,13 +169,29 @@ def replacing() -> Iterator[None]:
 
 
 def test_restarts_that_replace_the_programs_keep_enforcing(loop: None, replacing: None) -> None:
-    """The new programs attach before the old ones detach."""
+    """The new programs attach before the old ones detach. Runs before the
+    adopting storm: in the lab, replacing the programs after many minutes of
+    adopted ones under the loop's hammering twice left a vCPU of the TCG guest
+    spinning on the patched call in bpf_lsm_socket_connect (a soft lockup with
+    the other vCPU idle); see the README's known limits."""
     each = restart_storm(REPLACING_RESTARTS)
     log = journal_of(main_pid())
     assert "replaced the pinned programs" in log, log[-2000:]
     labkit.figure(
         f"lapse: {REPLACING_RESTARTS} restarts compiling and replacing the programs "
         f"({each:.1f} s each), {counts()['tries']} attempts, 0 through"
+    )
+
+
+def test_daemon_restarts_keep_enforcing(loop: None) -> None:
+    """A restart adopts the pinned programs as they are: nothing recompiles,
+    nothing detaches."""
+    each = restart_storm(RESTARTS)
+    log = journal_of(main_pid())
+    assert "adopted the pinned programs" in log, log[-2000:]
+    labkit.figure(
+        f"lapse: {RESTARTS} restarts adopting the pinned programs ({each:.1f} s each), "
+        f"{counts()['tries']} attempts, 0 through"
     )
 
 
