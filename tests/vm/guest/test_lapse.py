@@ -173,7 +173,8 @@ def test_restarts_that_replace_the_programs_keep_enforcing(loop: None, replacing
     adopting storm: in the lab, replacing the programs after many minutes of
     adopted ones under the loop's hammering twice left a vCPU of the TCG guest
     spinning on the patched call in bpf_lsm_socket_connect (a soft lockup with
-    the other vCPU idle); see the README's known limits."""
+    the other vCPU idle; not under single-threaded TCG); see the README's
+    known limits."""
     each = restart_storm(REPLACING_RESTARTS)
     log = journal_of(main_pid())
     assert "replaced the pinned programs" in log, log[-2000:]
