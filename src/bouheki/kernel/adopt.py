@@ -11,18 +11,16 @@ instead of the half minute clang takes."""
 from __future__ import annotations
 
 import contextlib
-import ctypes as ct
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
+from .bccmaps import MAP_NAMES, errno_of
 from .pinning import Pins
 
-# Every map the daemon touches by file descriptor.
-MAPS = (
-    *("state", "scopes", "policies", "dst4", "dst6", "ports", "comms", "exes"),
-    *("uids", "gids", "unit_names", "patterns", "slices", "counters", "gcounters", "events"),
-)
+# Every map the daemon touches by file descriptor: BccMaps', the counters', the events'.
+MAPS = (*MAP_NAMES, "counters", "gcounters", "events")
 _PROBE = re.compile(r"^\s*(LSM_PROBE|RAW_TRACEPOINT_PROBE)\((\w+)", re.M)
 
 
@@ -37,13 +35,13 @@ def obj_get(path: Path) -> int:
 
     fd = lib.bpf_obj_get(str(path).encode())
     if fd < 0:
-        err = -fd if fd != -1 else ct.get_errno()
+        err = errno_of(fd)
         raise OSError(err, f"cannot open pinned {path}: {os.strerror(err)}")
     return int(fd)
 
 
-def _close_all(fds: dict[str, int] | list[int]) -> None:
-    for fd in fds.values() if isinstance(fds, dict) else fds:
+def _close_all(fds: Iterable[int]) -> None:
+    for fd in fds:
         with contextlib.suppress(OSError):
             os.close(fd)
 
@@ -55,7 +53,7 @@ def open_maps(maps_dir: Path) -> dict[str, int] | None:
         for name in MAPS:
             fds[name] = obj_get(maps_dir / name)
     except OSError:
-        _close_all(fds)
+        _close_all(fds.values())
         return None
     return fds
 
@@ -73,11 +71,12 @@ def adopt_links(pins: Pins, tag: str, source: str) -> tuple[str, dict[str, int],
         try:
             links_dir = pins.take_over(name, tag)
         except OSError:
-            _close_all(fds)
+            _close_all(fds.values())
             continue  # gone meanwhile
         links: list[int] = []
         try:
-            links = [obj_get(p) for p in sorted(links_dir.iterdir())]
+            for p in sorted(links_dir.iterdir()):
+                links.append(obj_get(p))
         except OSError:
             # The pins are ours now and still hold the programs attached;
             # holding fds as well only matters for a clean stop.

@@ -47,6 +47,12 @@ def _lib() -> Any:
     return lib
 
 
+def errno_of(rc: int) -> int:
+    """The errno of a failed libbcc call: libbpf returns -errno, bcc's own
+    wrappers -1 with errno set."""
+    return -rc if rc != -1 else ct.get_errno()
+
+
 class BccMaps:
     def __init__(self, programs: Any) -> None:
         self._lib = _lib()
@@ -54,13 +60,13 @@ class BccMaps:
 
     def _check(self, rc: int, what: str, name: str) -> None:
         if rc < 0:
-            err = -rc if rc != -1 else ct.get_errno()
+            err = errno_of(rc)
             raise OSError(err, f"{what} in map {name}: {os.strerror(err)}")
 
     def update(self, name: str, key: ct.Structure, value: ct.Structure | ct.c_uint64) -> None:
         rc = self._lib.bpf_update_elem(self._fds[name], ct.byref(key), ct.byref(value), 0)
         if rc < 0:
-            err = -rc if rc != -1 else ct.get_errno()
+            err = errno_of(rc)
             full = err in (errno_mod.E2BIG, errno_mod.ENOSPC, errno_mod.ENOMEM)
             hint = " (the map is full: raise its size)" if full else ""
             raise OSError(err, f"update of map {name} failed: {os.strerror(err)}{hint}")

@@ -83,7 +83,11 @@ class Programs:
         self._map_fds = map_fds
         self._link_fds = link_fds or []
         self.adopted: list[str] = []  # predecessor instances whose links we replaced or took
-        self.compiled = bpf is not None
+
+    @property
+    def compiled(self) -> bool:
+        """Compiled and loaded now, rather than adopted."""
+        return self.bpf is not None
 
     def map_fd(self, name: str) -> int:
         if self._map_fds is not None:
@@ -132,28 +136,29 @@ def load(
             "CONFIG_DEBUG_INFO_BTF=y)"
         ) from e
     cflags = [f"-I{src}", "-Wno-macro-redefined", *sizes.cflags(), *offsets]
-    tag = ""
-    if pins is not None:
-        tag = layout_tag([src / BPF_SOURCE, src / "bouheki.h"], cflags)
-        if adopt:
-            taken = adopt_links(pins, tag, (src / BPF_SOURCE).read_text())
-            if taken is not None:
-                predecessor, map_fds, link_fds = taken
-                programs = Programs(None, sizes, pins, map_fds=map_fds, link_fds=link_fds)
-                programs.adopted = [predecessor, *pins.release_others()]
-                pins.prune_layouts(keep=tag)
-                return programs
+    if pins is None:
+        return Programs(_compile(BPF, src, cflags), sizes)
+    tag = layout_tag([src / BPF_SOURCE, src / "bouheki.h"], cflags)
+    taken = adopt_links(pins, tag, (src / BPF_SOURCE).read_text()) if adopt else None
+    if taken is not None:
+        predecessor, map_fds, link_fds = taken
+        programs = Programs(None, sizes, pins, map_fds=map_fds, link_fds=link_fds)
+        programs.adopted = [predecessor]
+    else:
         cflags.append(f'-DBH_PIN_DIR="{pins.maps_dir(tag)}"')
+        programs = Programs(_compile(BPF, src, cflags), sizes, pins)
+        pins.pin_links(programs.bpf, tag)
+    # Only now, with ours attached (or adopted), may the predecessors' go.
+    programs.adopted += pins.release_others()
+    pins.prune_layouts(keep=tag)
+    return programs
+
+
+def _compile(bpf_class: Any, src: Path, cflags: list[str]) -> Any:
     try:
         # bcc attaches each program as it loads it: from here on, our
         # programs and any predecessor's pinned ones both judge, on the same
-        # pinned maps, until the predecessor's links are released below.
-        bpf = BPF(src_file=str(src / BPF_SOURCE).encode(), cflags=cflags)
+        # pinned maps, until the predecessor's links are released.
+        return bpf_class(src_file=str(src / BPF_SOURCE).encode(), cflags=cflags)
     except Exception as e:  # bcc raises bare Exception for compile and load errors
         raise requirements.explain_load_error(e) from e
-    programs = Programs(bpf, sizes, pins)
-    if pins is not None:
-        pins.pin_links(bpf, tag)
-        programs.adopted = pins.release_others()
-        pins.prune_layouts(keep=tag)
-    return programs

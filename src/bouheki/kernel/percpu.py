@@ -7,6 +7,8 @@ import ctypes as ct
 import os
 from typing import Any
 
+from .bccmaps import errno_of
+
 
 def possible_cpus() -> int:
     """How many slots the kernel copies: /sys/devices/system/cpu/possible."""
@@ -28,7 +30,7 @@ class PerCpuArray:
 
     def _check(self, rc: int, what: str, index: int) -> None:
         if rc < 0:
-            err = -rc if rc != -1 else ct.get_errno()
+            err = errno_of(rc)
             raise OSError(err, f"{what} of per-CPU slot {index} failed: {os.strerror(err)}")
 
     def get(self, index: int) -> list[Any]:

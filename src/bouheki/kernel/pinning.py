@@ -28,6 +28,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .bccmaps import errno_of
+
 ROOT = Path("/sys/fs/bpf/bouheki")
 
 
@@ -68,7 +70,7 @@ class Pins:
             path = d / (name.decode() if isinstance(name, bytes) else str(name))
             rc = lib.bpf_obj_pin(ct.c_int(fd), str(path).encode())
             if rc < 0:
-                raise OSError(-rc if rc != -1 else ct.get_errno(), f"pinning {path} failed")
+                raise OSError(errno_of(rc), f"pinning {path} failed")
             pinned.append(path)
         return pinned
 

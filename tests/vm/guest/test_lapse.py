@@ -141,8 +141,9 @@ def journal_of(pid: str) -> str:
     return sh("journalctl", f"_PID={pid}", "-o", "cat", "--no-pager").stdout
 
 
-def restart_storm(n: int) -> float:
-    """n restarts while the loop runs; returns the seconds each took."""
+def restart_storm(n: int, logged: str, how: str) -> None:
+    """n restarts while the loop runs, none letting a connection through; the
+    last daemon's journal says `logged` (which way it took the programs over)."""
     t0 = time.monotonic()
     for i in range(n):
         pid = main_pid()
@@ -152,7 +153,12 @@ def restart_storm(n: int) -> float:
             now = counts()
             assert now["through"] == 0, f"after restart {i + 1}: {now}"
     settle_and_check(counts())
-    return (time.monotonic() - t0) / max(n, 1)
+    each = (time.monotonic() - t0) / max(n, 1)
+    log = journal_of(main_pid())
+    assert logged in log, log[-2000:]
+    labkit.figure(
+        f"lapse: {n} restarts {how} ({each:.1f} s each), {counts()['tries']} attempts, 0 through"
+    )
 
 
 @pytest.fixture
@@ -175,25 +181,14 @@ def test_restarts_that_replace_the_programs_keep_enforcing(loop: None, replacing
     spinning on the patched call in bpf_lsm_socket_connect (a soft lockup with
     the other vCPU idle; not under single-threaded TCG); see the README's
     known limits."""
-    each = restart_storm(REPLACING_RESTARTS)
-    log = journal_of(main_pid())
-    assert "replaced the pinned programs" in log, log[-2000:]
-    labkit.figure(
-        f"lapse: {REPLACING_RESTARTS} restarts compiling and replacing the programs "
-        f"({each:.1f} s each), {counts()['tries']} attempts, 0 through"
-    )
+    restart_storm(REPLACING_RESTARTS, "replaced the pinned programs",
+                  "compiling and replacing the programs")  # fmt: skip
 
 
 def test_daemon_restarts_keep_enforcing(loop: None) -> None:
     """A restart adopts the pinned programs as they are: nothing recompiles,
     nothing detaches."""
-    each = restart_storm(RESTARTS)
-    log = journal_of(main_pid())
-    assert "adopted the pinned programs" in log, log[-2000:]
-    labkit.figure(
-        f"lapse: {RESTARTS} restarts adopting the pinned programs ({each:.1f} s each), "
-        f"{counts()['tries']} attempts, 0 through"
-    )
+    restart_storm(RESTARTS, "adopted the pinned programs", "adopting the pinned programs")
 
 
 def test_reload_storm(loop: None) -> None:
