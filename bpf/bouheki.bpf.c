@@ -101,8 +101,10 @@ static __always_inline u64 bh_mask(u64 *found, u64 dflt)
 
 struct bh_conn {
 	u8 family; /* AF_INET after unmapping ::ffff:a.b.c.d */
-	u8 proto;
-	u16 dport; /* host order */
+	u8 proto;  /* the rules' protocol: bh_rule_proto */
+	u16 dport; /* host order; 0 for protocols without ports */
+	u8 reason; /* BH_REASON_*: not 0 refuses whatever the rules say */
+	u8 named;  /* a sendmsg that names its destination: see bh_batched */
 	u8 daddr[16];
 };
 
@@ -275,6 +277,41 @@ static __always_inline u32 bh_lowest_bit(u64 m)
 	return n;
 }
 
+/* Is this message one of a sendmmsg batch? ____sys_sendmsg skips this hook
+ * for a message whose name equals the previous one's (sock_sendmsg_nosec),
+ * so a later message of the batch could carry ancillary data the programs
+ * never see. The syscall is read from the task's saved registers: x86-64
+ * (and x32) sendmmsg with more than one message, ia32 sendmmsg, and ia32
+ * socketcall(SYS_SENDMMSG). Other architectures: doc/THREATS.md. */
+#ifdef BH_OFF_PT_REGS_ORIG_AX
+static __always_inline int bh_batched(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	void *regs = (void *)bpf_task_pt_regs(task);
+	u64 nr = 0, bx = 0, dx = 0;
+
+	if (!regs)
+		return 1;
+	BH_READ(nr, regs, BH_OFF_PT_REGS_ORIG_AX);
+	nr &= ~0x40000000ULL; /* __X32_SYSCALL_BIT */
+	if (nr != 307 && nr != 345 && nr != 102)
+		return 0;
+	BH_READ(dx, regs, BH_OFF_PT_REGS_DX);
+	BH_READ(bx, regs, BH_OFF_PT_REGS_BX);
+	if (nr == 102) /* ia32 socketcall: x86-64 getuid never sends */
+		return (u32)bx == 20; /* SYS_SENDMMSG */
+	return (u32)dx > 1; /* vlen */
+}
+#else
+static __always_inline int bh_batched(void)
+{
+	return 0;
+}
+#endif
+
+/* The verdict on c for the calling process. Processes no policy judges
+ * pass; for the others a refusal (c->reason) blocks whatever the rules
+ * say, and SCTP is refused unless the policy names it. */
 static __always_inline int bh_judge(struct bh_conn *c, u8 hook)
 {
 	int zero = 0;
@@ -295,19 +332,30 @@ static __always_inline int bh_judge(struct bh_conn *c, u8 hook)
 	p = bh_scope(gen, &who, st->host_mntns, &policy_id);
 	if (!p)
 		return 0;
+	if (c->proto == IPPROTO_SCTP && !(p->flags & BH_POLICY_SCTP))
+		c->reason = BH_REASON_SCTP;
+	else if (c->reason == BH_REASON_SCTP)
+		return 0; /* an SCTP socket where the policy names SCTP */
+	if (c->named && !c->reason && bh_batched())
+		c->reason = BH_REASON_BATCH;
 	bh_count(BH_G_CHECKS);
 
-	m = bh_match(gen, policy_id, p, c, &who);
-	if (m) {
-		rule = bh_lowest_bit(m);
-		block = !((p->allow_bits >> rule) & 1);
+	if (c->reason) {
+		block = 1;
+		bh_count(BH_G_REFUSED);
 	} else {
-		block = p->default_action;
+		m = bh_match(gen, policy_id, p, c, &who);
+		if (m) {
+			rule = bh_lowest_bit(m);
+			block = !((p->allow_bits >> rule) & 1);
+		} else {
+			block = p->default_action;
+		}
 	}
 	if (block)
 		verdict = (p->flags & BH_POLICY_MONITOR) ? BH_VERDICT_WOULD_BLOCK : BH_VERDICT_BLOCKED;
 
-	if (policy_id < BH_MAX_POLICIES) {
+	if (policy_id < BH_MAX_POLICIES && !c->reason) {
 		int slot = policy_id * (BH_MAX_RULES + 1) + rule;
 		struct bh_counter *ctr = counters.lookup(&slot);
 		if (ctr) {
@@ -345,7 +393,7 @@ static __always_inline int bh_judge(struct bh_conn *c, u8 hook)
 			e->hook = hook;
 			e->family = c->family;
 			e->proto = c->proto;
-			e->pad = 0;
+			e->reason = c->reason;
 			__builtin_memcpy(e->daddr, c->daddr, 16);
 			__builtin_memcpy(e->comm, who.comm, BH_COMM_LEN);
 			events.ringbuf_submit(e, 0);
@@ -355,77 +403,362 @@ static __always_inline int bh_judge(struct bh_conn *c, u8 hook)
 	return verdict == BH_VERDICT_BLOCKED ? -EPERM : 0;
 }
 
-/* Fill c from a kernel copy of a sockaddr. Returns 0 when the hook must not
- * judge it: not IPv4/IPv6, or port 0 on TCP/UDP (glibc's getaddrinfo sorts
- * addresses with UDP connects to port 0; nothing is sent). */
-static __always_inline int bh_parse(struct bh_conn *c, void *sk, void *addr, int addrlen)
+/* ---- What the kernel will act on ----------------------------------------
+ * Each check below mirrors the kernel function named beside it (Linux 6.1):
+ * a form the kernel accepts is judged, a form it refuses is refused here
+ * too, and anything the programs cannot read is refused (fail closed). */
+
+/* Constants of uapi headers that bcc's include path does not hold. */
+#define BH_SOCK_RAW 3          /* enum sock_type */
+#define BH_SOL_IP 0
+#define BH_SOL_IPV6 41
+#define BH_SOL_SCTP 132
+#define BH_IP_OPTIONS 4        /* linux/in.h */
+#define BH_IP_RETOPTS 7
+#define BH_IPV6_2292RTHDR 5    /* linux/in6.h */
+#define BH_IPV6_2292PKTOPTIONS 6
+#define BH_IPV6_NEXTHOP 9
+#define BH_IPV6_RTHDR 57
+#define BH_SCTP_DSTADDRV4 7    /* enum sctp_cmsg_type */
+#define BH_SCTP_DSTADDRV6 8
+#define BH_SCTP_PRIMARY_ADDR 6 /* linux/sctp.h */
+#define BH_SCTP_SOCKOPT_CONNECTX 110 /* every connectx form passes this one */
+#define BH_SCTP_SENDMSG_CONNECT 126
+#define BH_SIN6_LEN_RFC2133 24 /* sockaddr_in6 without sin6_scope_id */
+#define BH_MAX_CMSGS 8
+
+#define BH_SKIP 0   /* nothing leaves for a destination of its own */
+#define BH_JUDGE 1  /* c holds the destination the kernel will use */
+#define BH_REFUSE 2 /* c->reason says why */
+
+struct bh_sock {
+	u16 family;
+	u16 type;
+	u16 protocol;
+};
+
+static __always_inline void bh_sock_read(void *sk, struct bh_sock *s)
+{
+	BH_READ(s->family, sk, BH_OFF_SOCK_COMMON + BH_OFF_SKC_FAMILY);
+	BH_READ(s->type, sk, BH_OFF_SOCK_TYPE);
+	BH_READ(s->protocol, sk, BH_OFF_SOCK_PROTOCOL);
+}
+
+/* The protocol a rule names for this socket. A raw socket is "raw" whatever
+ * IP protocol it carries (raw_sendmsg ignores the sockaddr's port); MPTCP
+ * is TCP to its first peer (mptcp_connect -> tcp_v4/v6_connect). */
+static __always_inline u8 bh_rule_proto(struct bh_sock *s)
+{
+	if (s->type == BH_SOCK_RAW)
+		return IPPROTO_RAW;
+	if (s->protocol == IPPROTO_MPTCP)
+		return IPPROTO_TCP;
+	return (u8)s->protocol;
+}
+
+/* Only these carry a port; ICMP echo (ping_v4_sendmsg) and raw sockets
+ * ignore the sockaddr's, so their destination is judged with port 0. */
+static __always_inline int bh_has_ports(u8 proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE ||
+	       proto == IPPROTO_SCTP || proto == IPPROTO_DCCP;
+}
+
+/* The unspecified address means this host: ip_route_connect and
+ * __ip_route_output_key take the bound source, else 127.0.0.1;
+ * tcp_v6_connect, __ip6_datagram_connect and udpv6_sendmsg take ::1, or
+ * 127.0.0.1 for a socket bound to a v4-mapped address. */
+static __always_inline void bh_any_is_local(struct bh_conn *c, void *sk)
+{
+	if (c->family == AF_INET) {
+		u32 saddr = 0;
+		BH_READ(saddr, sk, BH_OFF_SOCK_COMMON + BH_OFF_SKC_RCV_SADDR);
+		if (!saddr)
+			saddr = bpf_htonl(0x7f000001);
+		__builtin_memcpy(c->daddr, &saddr, 4);
+		return;
+	}
+	u32 w[4] = {};
+	BH_READ(w, sk, BH_OFF_SOCK_COMMON + BH_OFF_SKC_V6_RCV_SADDR);
+	if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff)) {
+		u32 lo = bpf_htonl(0x7f000001);
+		c->family = AF_INET;
+		__builtin_memset(c->daddr, 0, 16);
+		__builtin_memcpy(c->daddr, &lo, 4);
+	} else {
+		__builtin_memset(c->daddr, 0, 16);
+		c->daddr[15] = 1;
+	}
+}
+
+/* Fill c from a kernel copy of a sockaddr given to connect (connect=1) or
+ * as a message's name. */
+static __always_inline int bh_parse(struct bh_conn *c, void *sk, struct bh_sock *s, void *addr,
+				    int addrlen, int connect)
 {
 	u16 family = 0;
-	u16 proto = 0;
 
-	if (!addr || addrlen < (int)sizeof(struct sockaddr_in))
-		return 0;
+	c->family = s->family;
+	c->proto = bh_rule_proto(s);
+	/* __inet_stream_connect, inet_dgram_connect, udpv6_sendmsg: shorter
+	 * than a family is EINVAL. Refused here too: nothing to judge. */
+	if (addrlen < (int)sizeof(family)) {
+		c->reason = BH_REASON_ADDRESS;
+		return BH_REFUSE;
+	}
 	bpf_probe_read_kernel(&family, sizeof(family), addr);
-	BH_READ(proto, sk, BH_OFF_SOCK_PROTOCOL);
-	c->proto = proto;
+	if (family == AF_UNSPEC) {
+		/* __inet_stream_connect, inet_dgram_connect: disconnect. */
+		if (connect)
+			return BH_SKIP;
+		/* raw_sendmsg and rawv6_sendmsg take family 0 as their own. */
+		if (s->type == BH_SOCK_RAW) {
+			family = s->family;
+		} else if (s->protocol == IPPROTO_UDP || s->protocol == IPPROTO_UDPLITE) {
+			/* udpv6_sendmsg drops the name: the connected peer, judged
+			 * at connect. udp_sendmsg reads it as a sockaddr_in. */
+			if (s->family == AF_INET6)
+				return BH_SKIP;
+			family = AF_INET;
+		} else {
+			c->reason = BH_REASON_ADDRESS;
+			return BH_REFUSE;
+		}
+	}
 	if (family == AF_INET) {
+		/* tcp_v4_connect, ip4_datagram_connect, udp_sendmsg, raw_sendmsg,
+		 * ping_v4_sendmsg: at least a sockaddr_in. An AF_INET6 socket takes
+		 * one too (ip6_datagram_connect, udpv6_sendmsg, sctp). */
 		struct sockaddr_in sin = {};
+		if (addrlen < (int)sizeof(sin)) {
+			c->reason = BH_REASON_ADDRESS;
+			return BH_REFUSE;
+		}
 		bpf_probe_read_kernel(&sin, sizeof(sin), addr);
 		c->family = AF_INET;
 		c->dport = ntohs(sin.sin_port);
 		__builtin_memcpy(c->daddr, &sin.sin_addr.s_addr, 4);
-	} else if (family == AF_INET6) {
+		if (sin.sin_addr.s_addr == 0)
+			bh_any_is_local(c, sk);
+	} else if (family == AF_INET6 && s->family == AF_INET6) {
+		/* tcp_v6_connect, __ip6_datagram_connect, udpv6_sendmsg and
+		 * rawv6_sendmsg accept SIN6_LEN_RFC2133 bytes: no scope id. */
 		struct sockaddr_in6 sin6 = {};
-		if (addrlen < (int)sizeof(struct sockaddr_in6))
-			return 0;
-		bpf_probe_read_kernel(&sin6, sizeof(sin6), addr);
+		if (addrlen < BH_SIN6_LEN_RFC2133) {
+			c->reason = BH_REASON_ADDRESS;
+			return BH_REFUSE;
+		}
+		bpf_probe_read_kernel(&sin6, BH_SIN6_LEN_RFC2133, addr);
 		c->dport = ntohs(sin6.sin6_port);
 		u32 *w = (u32 *)sin6.sin6_addr.in6_u.u6_addr32;
-		/* ::ffff:a.b.c.d reaches IPv4 hosts: judge it as IPv4. */
 		if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff)) {
+			/* ::ffff:a.b.c.d reaches IPv4 hosts (tcp_v6_connect ->
+			 * tcp_v4_connect, udpv6_sendmsg -> udp_sendmsg). */
 			c->family = AF_INET;
 			__builtin_memcpy(c->daddr, &w[3], 4);
+			if (w[3] == 0)
+				bh_any_is_local(c, sk);
 		} else {
 			c->family = AF_INET6;
 			__builtin_memcpy(c->daddr, sin6.sin6_addr.in6_u.u6_addr8, 16);
+			if ((w[0] | w[1] | w[2] | w[3]) == 0)
+				bh_any_is_local(c, sk);
 		}
 	} else {
-		return 0;
+		/* Any other family: EAFNOSUPPORT or EINVAL in the kernel. */
+		c->reason = BH_REASON_ADDRESS;
+		return BH_REFUSE;
 	}
-	if (c->dport == 0 && (c->proto == IPPROTO_TCP || c->proto == IPPROTO_UDP))
-		return 0;
-	return 1;
+	/* A destination with port 0 is still a destination: a connected UDP
+	 * socket sends to it and a Fast Open SYN carries data. */
+	if (!bh_has_ports(c->proto))
+		c->dport = 0;
+	return BH_JUDGE;
+}
+
+static __always_inline int bh_is_inet(struct bh_sock *s)
+{
+	return s->family == AF_INET || s->family == AF_INET6;
 }
 
 LSM_PROBE(socket_connect, struct socket *sock, struct sockaddr *address, int addrlen)
 {
 	struct bh_conn c = {};
+	struct bh_sock s = {};
 	void *sk = NULL;
 
 	BH_READ(sk, sock, BH_OFF_SOCKET_SK);
-	if (!sk || !bh_parse(&c, sk, address, addrlen))
+	if (!sk)
+		return 0;
+	bh_sock_read(sk, &s);
+	if (!bh_is_inet(&s))
+		return 0;
+	if (bh_parse(&c, sk, &s, address, addrlen, 1) == BH_SKIP)
 		return 0;
 	return bh_judge(&c, BH_HOOK_CONNECT);
 }
 
-/* Unconnected UDP (sendto, sendmsg, sendmmsg) and TCP Fast Open name their
- * destination per message and never pass through socket_connect. */
+struct bh_cmsghdr {
+	u64 len;
+	int level;
+	int type;
+};
+
+/* Ancillary data that sends the message elsewhere than its destination:
+ * IPv4 source routes (ip_cmsg_send: IP_RETOPTS -> ip_options_get, then
+ * udp_sendmsg routes to opt.faddr), IPv6 routing headers and next hops
+ * (ip6_datagram_send_ctl: IPV6_RTHDR, IPV6_2292RTHDR, IPV6_NEXTHOP, then
+ * fl6_update_dst), and SCTP's extra destinations (SCTP_DSTADDRV4/V6,
+ * sctp_sendmsg_parse), which no hook sees. The walk is for_each_cmsghdr's
+ * with CMSG_OK: a header the kernel would reject is refused, and so is
+ * ancillary data longer than the programs walk. 0: none of these. */
+static __always_inline u8 bh_cmsgs(void *ctl, u64 len)
+{
+	u64 off = 0;
+
+	for (int i = 0; i < BH_MAX_CMSGS; i++) {
+		struct bh_cmsghdr h = {};
+		if (off + sizeof(h) > len)
+			return 0;
+		if (bpf_probe_read_kernel(&h, sizeof(h), ctl + off))
+			return BH_REASON_ADDRESS;
+		if (h.len < sizeof(h) || h.len > len - off)
+			return BH_REASON_ADDRESS;
+		if ((h.level == BH_SOL_IP && h.type == BH_IP_RETOPTS) ||
+		    (h.level == BH_SOL_IPV6 &&
+		     (h.type == BH_IPV6_RTHDR || h.type == BH_IPV6_2292RTHDR ||
+		      h.type == BH_IPV6_NEXTHOP)) ||
+		    (h.level == BH_SOL_SCTP &&
+		     (h.type == BH_SCTP_DSTADDRV4 || h.type == BH_SCTP_DSTADDRV6)))
+			return BH_REASON_ROUTING;
+		off += (h.len + 7) & ~7ULL;
+	}
+	return off + sizeof(struct bh_cmsghdr) > len ? 0 : BH_REASON_ADDRESS;
+}
+
+/* Messages that name their destination (unconnected UDP, sendmmsg, raw,
+ * ping, TCP Fast Open, SCTP) or carry ancillary data. A message without
+ * either goes to the connected peer, judged at connect. */
 LSM_PROBE(socket_sendmsg, struct socket *sock, struct msghdr *msg, int size)
 {
 	struct bh_conn c = {};
-	void *sk = NULL, *name = NULL;
+	struct bh_sock s = {};
+	void *sk = NULL, *name = NULL, *ctl = NULL;
+	u64 ctllen = 0;
 	int namelen = 0;
 
 	BH_READ(sk, sock, BH_OFF_SOCKET_SK);
 	if (!sk)
 		return 0;
 	BH_READ(name, msg, BH_OFF_MSGHDR_NAME);
-	if (!name)
+	BH_READ(ctllen, msg, BH_OFF_MSGHDR_CONTROLLEN);
+	if (!name && !ctllen)
 		return 0;
-	BH_READ(namelen, msg, BH_OFF_MSGHDR_NAMELEN);
-	if (!bh_parse(&c, sk, name, namelen))
+	bh_sock_read(sk, &s);
+	if (!bh_is_inet(&s))
 		return 0;
+	c.family = s.family;
+	c.proto = bh_rule_proto(&s);
+	if (ctllen) {
+		/* ____sys_sendmsg copied it into the kernel before this hook. */
+		BH_READ(ctl, msg, BH_OFF_MSGHDR_CONTROL);
+		c.reason = bh_cmsgs(ctl, ctllen);
+	}
+	if (!c.reason) {
+		/* sendto with a length of 0 leaves a name of no bytes: udp_sendmsg
+		 * refuses it, raw_sendmsg sends to the connected peer. */
+		BH_READ(namelen, msg, BH_OFF_MSGHDR_NAMELEN);
+		if (!name || namelen == 0 || bh_parse(&c, sk, &s, name, namelen, 0) == BH_SKIP)
+			return 0;
+		c.named = 1;
+	}
 	return bh_judge(&c, BH_HOOK_SENDMSG);
+}
+
+/* Options that send packets elsewhere than the destination judged, for
+ * every later message of the socket (TCP's too): IP_OPTIONS source routes
+ * (do_ip_setsockopt -> ip_options_get; ip_queue_xmit and udp_sendmsg route
+ * to opt.faddr) and IPv6 routing headers and next hops (do_ipv6_setsockopt:
+ * IPV6_RTHDR, IPV6_2292PKTOPTIONS, IPV6_NEXTHOP; then
+ * fl6_update_dst). An AF_INET6 socket takes SOL_IP options too. The
+ * setsockopt IPV6_2292RTHDR only asks to receive routing headers. */
+LSM_PROBE(socket_setsockopt, struct socket *sock, int level, int optname)
+{
+	struct bh_conn c = {.reason = BH_REASON_ROUTING};
+	struct bh_sock s = {};
+	void *sk = NULL;
+
+	if (!((level == BH_SOL_IP && optname == BH_IP_OPTIONS) ||
+	      (level == BH_SOL_IPV6 &&
+	       (optname == BH_IPV6_RTHDR || optname == BH_IPV6_2292PKTOPTIONS ||
+		optname == BH_IPV6_NEXTHOP))))
+		return 0;
+	BH_READ(sk, sock, BH_OFF_SOCKET_SK);
+	if (!sk)
+		return 0;
+	bh_sock_read(sk, &s);
+	if (!bh_is_inet(&s))
+		return 0;
+	c.family = s.family;
+	c.proto = bh_rule_proto(&s);
+	return bh_judge(&c, BH_HOOK_SETSOCKOPT);
+}
+
+/* SCTP reaches addresses no socket hook sees (the peer's advertised ones
+ * become paths on their own): its sockets exist in a judged scope only
+ * where the policy names the protocol (bh_judge). The protocol is the
+ * socket's own, so SOCK_SEQPACKET with protocol 0 is caught too. */
+LSM_PROBE(socket_post_create, struct socket *sock, int family, int type, int protocol, int kern)
+{
+	struct bh_conn c = {.reason = BH_REASON_SCTP};
+	struct bh_sock s = {};
+	void *sk = NULL;
+
+	if (kern || (family != AF_INET && family != AF_INET6))
+		return 0;
+	BH_READ(sk, sock, BH_OFF_SOCKET_SK);
+	if (!sk)
+		return 0;
+	bh_sock_read(sk, &s);
+	if (s.protocol != IPPROTO_SCTP)
+		return 0;
+	c.family = s.family;
+	c.proto = IPPROTO_SCTP;
+	return bh_judge(&c, BH_HOOK_SOCKET);
+}
+
+/* Where a policy names SCTP: the peer addresses that SCTP calls name
+ * outside connect and sendmsg's msg_name (security_sctp_bind_connect from
+ * sctp_setsockopt_connectx, sctp_sendmsg_new_asoc, sctp_setsockopt_primary_addr).
+ * The programs judge one address per call: a packed list of several
+ * (connectx with more than one) is refused. Bind calls and
+ * SCTP_SET_PEER_PRIMARY_ADDR name local addresses; the peer's ASCONF
+ * (SCTP_PARAM_ADD_IP, SCTP_PARAM_SET_PRIMARY) arrives in softirq, where the
+ * current task is not the socket's owner: not judged (doc/THREATS.md). */
+LSM_PROBE(sctp_bind_connect, struct sock *sk, int optname, struct sockaddr *address, int addrlen)
+{
+	struct bh_conn c = {};
+	struct bh_sock s = {};
+	u16 family = 0;
+	int one;
+
+	if (optname != BH_SCTP_SOCKOPT_CONNECTX && optname != BH_SCTP_SENDMSG_CONNECT &&
+	    optname != BH_SCTP_PRIMARY_ADDR)
+		return 0;
+	bh_sock_read(sk, &s);
+	if (!bh_is_inet(&s))
+		return 0;
+	bpf_probe_read_kernel(&family, sizeof(family), address);
+	/* sctp_setsockopt_connectx: addresses packed at af->sockaddr_len each. */
+	one = family == AF_INET6 ? (int)sizeof(struct sockaddr_in6) : (int)sizeof(struct sockaddr_in);
+	if (addrlen > one || family == AF_UNSPEC) {
+		c.family = s.family;
+		c.proto = IPPROTO_SCTP;
+		c.reason = BH_REASON_ADDRESS;
+	} else if (bh_parse(&c, sk, &s, address, addrlen, 1) == BH_SKIP) {
+		return 0;
+	}
+	return bh_judge(&c, BH_HOOK_SCTP);
 }
 
 /* A new cgroup gets its policy before any process can run in it, so a

@@ -22,6 +22,9 @@
 #define BH_POLICY_KEYED_EXE 16
 #define BH_POLICY_KEYED_UID 32
 #define BH_POLICY_KEYED_GID 64
+/* The policy names SCTP in a rule: without it, SCTP sockets are refused in
+ * its scope (peer-advertised SCTP paths never pass a socket hook). */
+#define BH_POLICY_SCTP 128
 
 #define BH_VERDICT_ALLOWED 0
 #define BH_VERDICT_BLOCKED 1
@@ -29,6 +32,19 @@
 
 #define BH_HOOK_CONNECT 0
 #define BH_HOOK_SENDMSG 1
+#define BH_HOOK_SETSOCKOPT 2
+#define BH_HOOK_SOCKET 3      /* socket_post_create */
+#define BH_HOOK_SCTP 4        /* sctp_bind_connect: connectx, primary paths */
+
+/* Why a hook refused, in bh_event.reason. BH_REASON_POLICY: the rules
+ * decided; the others fail closed whatever the rules say (doc/THREATS.md). */
+#define BH_REASON_POLICY 0
+#define BH_REASON_ADDRESS 1   /* an address form the programs do not judge */
+#define BH_REASON_ROUTING 2   /* an option that routes packets elsewhere */
+#define BH_REASON_SCTP 3      /* SCTP in a scope whose policy does not name it */
+#define BH_REASON_SCOPE 4     /* the cgroup's scope could not be recorded */
+#define BH_REASON_BATCH 5     /* sendmmsg naming destinations: the kernel skips
+			       * the hook for repeated names (____sys_sendmsg) */
 
 /* global counter slots */
 #define BH_G_CHECKS 0        /* hook invocations that were judged */
@@ -37,6 +53,8 @@
 #define BH_G_NO_STATE 3      /* hook ran before any generation was active */
 #define BH_G_SCOPE_INHERIT 4 /* cgroups given their parent's policy by cgroup_mkdir */
 #define BH_G_SCOPE_NAMED 5   /* cgroups given a unit policy by name at cgroup_mkdir */
+#define BH_G_REFUSED 6       /* judged calls refused whatever the rules (a BH_REASON_*) */
+#define BH_G_SCOPE_FULL 7    /* cgroups whose scope could not be recorded */
 #define BH_G_MAX 8
 
 struct bh_state {
@@ -167,7 +185,7 @@ struct bh_event {
 	__u8 hook;
 	__u8 family;
 	__u8 proto;
-	__u8 pad;
+	__u8 reason; /* BH_REASON_* */
 	__u8 daddr[16]; /* IPv4 in the first 4 bytes */
 	char comm[BH_COMM_LEN];
 };

@@ -62,7 +62,27 @@ def test_constants_match_header() -> None:
         "BH_G_EVENTS": layout.G_EVENTS,
         "BH_G_EVENTS_LOST": layout.G_EVENTS_LOST,
         "BH_G_NO_STATE": layout.G_NO_STATE,
+        "BH_G_SCOPE_INHERIT": layout.G_SCOPE_INHERIT,
+        "BH_G_SCOPE_NAMED": layout.G_SCOPE_NAMED,
+        "BH_G_REFUSED": layout.G_REFUSED,
+        "BH_G_SCOPE_FULL": layout.G_SCOPE_FULL,
+        "BH_G_MAX": layout.G_MAX,
+        "BH_POLICY_SCTP": tables.POLICY_SCTP,
     }
     assert {k: int(defines[k]) for k in ours} == ours
     flags = [v for k, v in ours.items() if k.startswith("BH_POLICY_")]
     assert sum(flags) == sum(set(flags)), "two flags share a bit"
+
+
+def test_enums_match_header() -> None:
+    """Every BH_HOOK_*, BH_REASON_* and BH_VERDICT_* of the header is its
+    Python enum's member of the same name and value, and no member is extra."""
+    import re
+
+    from bouheki.policy.tables import Hook, Reason, Verdict
+
+    defines = re.findall(r"^#define BH_(HOOK|REASON|VERDICT)_(\w+) (\d+)", HEADER.read_text(), re.M)
+    enums = {"HOOK": Hook, "REASON": Reason, "VERDICT": Verdict}
+    for group, enum in enums.items():
+        c = {name: int(v) for g, name, v in defines if g == group}
+        assert c == {m.name: m.value for m in enum}, group

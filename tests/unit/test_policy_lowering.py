@@ -15,11 +15,13 @@ from bouheki.policy.lower import lower
 from bouheki.policy.tables import (
     DEFAULT_RULE,
     POLICY_MONITOR,
+    POLICY_SCTP,
     Action,
     Connection,
     Decision,
     PolicyTables,
     Proto,
+    Reason,
     Verdict,
 )
 from bouheki.policy.twin import decide
@@ -164,14 +166,86 @@ def test_mapped_network_in_config_folds_to_ipv4() -> None:
 # -- port 0, families -----------------------------------------------------------
 
 
-def test_port_zero_is_ignored() -> None:
+def test_port_zero_is_a_destination() -> None:
+    # A connected UDP socket sends to port 0; a Fast Open SYN carries data.
     t = compile_text("""
         [network]
         deny = ["0.0.0.0/0"]
     """)
-    d = judge(t, "10.0.0.1", port=0)
-    assert d.ignored and d.verdict == A and d.rule == -1 and d.origin is None
+    for proto in (Proto.TCP, Proto.UDP, Proto.UDPLITE):
+        d = judge(t, "10.0.0.1", port=0, proto=proto)
+        assert not d.ignored and d.verdict == B and d.rule == 0
     assert verdict(t, "10.0.0.1", port=1) == B
+
+
+def test_any_protocol_means_every_protocol() -> None:
+    t = compile_text("""
+        [[rule]]
+        action = "block"
+        to = ["10.0.0.1"]
+        ports = [53]
+        [[rule]]
+        action = "block"
+        to = ["10.0.0.2"]
+        protocol = "any"
+        ports = [53]
+        [[rule]]
+        action = "block"
+        to = ["10.0.0.3"]
+        protocol = "any"
+    """)
+    for proto in (Proto.TCP, Proto.UDP, Proto.UDPLITE, Proto.DCCP):
+        assert verdict(t, "10.0.0.1", port=53, proto=proto) == B, proto
+        assert verdict(t, "10.0.0.2", port=53, proto=proto) == B, proto
+        assert verdict(t, "10.0.0.1", port=54, proto=proto) == A, proto
+    # Protocols without ports are judged with port 0: a ports rule is not theirs.
+    for proto in (Proto.ICMP, Proto.RAW):
+        assert verdict(t, "10.0.0.2", port=53, proto=proto) == A, proto
+        assert verdict(t, "10.0.0.3", port=53, proto=proto) == B, proto
+    assert verdict(t, "10.0.0.3", port=9, proto=Proto.ICMP) == B
+
+
+def test_ports_of_a_portless_protocol_are_port_0() -> None:
+    t = compile_text("""
+        [[rule]]
+        action = "allow"
+        protocol = "icmp"
+        to = ["10.0.0.1"]
+        [network]
+        allow = ["192.0.2.0/24"]
+    """)
+    # ping's sockaddr port is not on the wire: any value is the same ping.
+    assert verdict(t, "10.0.0.1", port=4242, proto=Proto.ICMP) == A
+    assert verdict(t, "10.0.0.1", port=80, proto=Proto.TCP) == B
+
+
+def test_sctp_is_refused_unless_named() -> None:
+    t = compile_text('[network]\nallow = ["10.0.0.0/8"]\n')
+    d = judge(t, "10.0.0.1", port=80, proto=Proto.SCTP)
+    assert d.verdict == B and d.reason == Reason.SCTP and d.origin is None
+    named = compile_text("""
+        [[rule]]
+        action = "block"
+        protocol = "sctp"
+        to = ["10.0.0.71"]
+        [network]
+        allow = ["10.0.0.0/8"]
+    """)
+    assert named.flags & POLICY_SCTP
+    assert verdict(named, "10.0.0.1", port=80, proto=Proto.SCTP) == A
+    assert verdict(named, "10.0.0.71", port=80, proto=Proto.SCTP) == B
+    monitor = compile_text('mode = "monitor"\n[network]\nallow = ["10.0.0.0/8"]\n')
+    assert verdict(monitor, "10.0.0.1", proto=Proto.SCTP) == W
+
+
+def test_the_unspecified_address_is_this_host() -> None:
+    t = compile_text("""
+        [network]
+        deny = ["127.0.0.0/8", "::1"]
+    """)
+    for addr in ("0.0.0.0", "::ffff:0.0.0.0", "::", "127.0.0.1", "::1"):
+        assert verdict(t, addr, port=8080) == B, addr
+    assert verdict(t, "10.0.0.1", port=8080) == A
 
 
 def test_other_families_are_ignored() -> None:

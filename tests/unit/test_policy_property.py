@@ -100,12 +100,14 @@ def _in(dimension: str, items: Sequence[Item[object]], c: Connection, env: Envir
 def _rule_matches(r: RuleSpec, addr: IPAddress, c: Connection, env: Environment) -> bool:
     if r.to is not None and not any(addr in n for n in _networks(r.to, env)):
         return False
-    if r.ports is not None or r.protocol is not None:
-        protos = [r.protocol] if r.protocol is not None else [Proto.TCP, Proto.UDP]
-        if c.proto not in protos:
-            return False
-        if r.ports is not None and not any(lo <= c.dport <= hi for lo, hi in r.ports):
-            return False
+    # Ports are a thing of TCP, UDP, UDP-Lite, SCTP and DCCP: the others are at port 0.
+    has_ports = c.proto in (Proto.TCP, Proto.UDP, Proto.UDPLITE, Proto.SCTP, Proto.DCCP)
+    port = c.dport if has_ports else 0
+    if r.protocol is not None and c.proto != r.protocol:
+        return False
+    in_ports = r.ports is None or any(lo <= port <= hi for lo, hi in r.ports)
+    if not in_ports or (r.ports is not None and not has_ports):
+        return False
     for dimension in IDENTITY_DIMENSIONS:
         items = getattr(r, dimension)
         if items is not None and not _in(dimension, items, c, env):
@@ -114,7 +116,12 @@ def _rule_matches(r: RuleSpec, addr: IPAddress, c: Connection, env: Environment)
 
 
 def design_action(spec: PolicySpec, c: Connection, env: Environment) -> Action:
+    # SCTP exists in a scope only where a rule names it.
+    if c.proto == Proto.SCTP and not any(r.protocol == Proto.SCTP for r in spec.rules):
+        return Action.BLOCK
     addr = unmap(ipaddress.ip_address(c.daddr))
+    if addr.is_unspecified:  # 0.0.0.0 and :: are this host
+        addr = ipaddress.ip_address("127.0.0.1" if addr.version == 4 else "::1")
     for rule in spec.rules:
         if _rule_matches(rule, addr, c, env):
             return rule.action

@@ -111,9 +111,9 @@ def test_identity_lookups() -> None:
 
 def test_ignored_connections() -> None:
     t = tables()
-    for c in (conn(port=0), Connection(socket.AF_UNIX, "x", 80, 0)):
-        d = decide(t, c)
-        assert d.ignored and d.rule == -1 and d.verdict == Verdict.ALLOWED and d.policy_id == 5
+    d = decide(t, Connection(socket.AF_UNIX, "x", 80, 0))
+    assert d.ignored and d.rule == -1 and d.verdict == Verdict.ALLOWED and d.policy_id == 5
+    assert not decide(t, conn(port=0)).ignored  # port 0 is a destination
 
 
 def test_kernel_comm() -> None:

@@ -24,7 +24,7 @@ from bouheki.config.values import (
     type_name,
 )
 from bouheki.policy.model import AllowDeny, Dest, Item, ListField, PolicySpec, RuleSpec
-from bouheki.policy.tables import Action
+from bouheki.policy.tables import PORT_PROTOCOLS, Action, protocol_name
 
 T = TypeVar("T")
 
@@ -173,6 +173,12 @@ def parse_rule(doc: Doc, path: Path, table: object, index: int) -> Optional[Rule
             fields[key] = _constraint(doc, where, value, parser, _EXAMPLES[key])
     if "action" not in table:
         doc.error(path, "missing key 'action' (allow or block)")
+    proto = fields.get("protocol")
+    if proto is not None and proto not in PORT_PROTOCOLS and fields.get("ports") is not None:
+        doc.error(
+            (*path, "ports"),
+            f"protocol '{protocol_name(proto)}' has no ports: remove 'ports' from this rule",
+        )
     if action is None:
         return None
     label = format_path(path) + (f" ({name})" if name else "")

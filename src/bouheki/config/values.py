@@ -12,7 +12,7 @@ import socket
 from typing import Optional, Union
 
 from bouheki.policy.model import AddressSet, Dest, DomainName, fold_mapped
-from bouheki.policy.tables import COMM_LEN, Action, Proto
+from bouheki.policy.tables import COMM_LEN, PROTOCOL_NAMES, Action
 
 ADDRESS_SETS = ("lan", "loopback", "link-local", "multicast")
 MAX_ID = 2**32 - 2  # (uid_t)-1 means "no id" to the kernel
@@ -142,7 +142,7 @@ def _port_number(digits: str) -> int:
     if len(significant) > _MAX_PORT_DIGITS:
         # Before int(): it refuses more than 4300 digits with a Python
         # message, and no port has more than five anyway.
-        raise ValueError(f"port {significant[:10]}... is out of range 1-65535")
+        raise ValueError(f"port {significant[:10]}... is out of range 0-65535")
     return int(significant)
 
 
@@ -164,10 +164,9 @@ def parse_port_range(value: object) -> tuple[int, int]:
             f"expected a port number or a range like '8000-8100', got {type_name(value)}"
         )
     for port in (lo, hi):
-        if port == 0:
-            raise ValueError("port 0 is not allowed: connects to port 0 are never judged")
-        if not 0 < port <= 65535:
-            raise ValueError(f"port {port} is out of range 1-65535")
+        # Port 0 is a destination like any: a connected UDP socket sends to it.
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port {port} is out of range 0-65535")
     if lo > hi:
         raise ValueError(f"'{value}' is a reversed range: write '{hi}-{lo}'")
     return lo, hi
@@ -230,11 +229,12 @@ def parse_mode(value: object) -> str:
 
 def parse_protocol(value: object) -> Optional[int]:
     """A Proto value, or None for any protocol."""
-    protocols: dict[str, Optional[int]] = {"tcp": Proto.TCP, "udp": Proto.UDP, "any": None}
-    if isinstance(value, str) and value in protocols:
-        return protocols[value]
+    if value == "any":
+        return None
+    if isinstance(value, str) and value in PROTOCOL_NAMES:
+        return int(PROTOCOL_NAMES[value])
     shown = f"'{value}'" if isinstance(value, str) else type_name(value)
-    raise ValueError(f"{shown} is not a protocol: use tcp, udp or any")
+    raise ValueError(f"{shown} is not a protocol: use {', '.join(PROTOCOL_NAMES)} or any")
 
 
 def is_unit_pattern(unit: str) -> bool:

@@ -171,8 +171,15 @@ class BTF:
 FIELDS: tuple[tuple[str, str, str], ...] = (
     ("BH_OFF_SOCKET_SK", "socket", "sk"),
     ("BH_OFF_SOCK_PROTOCOL", "sock", "sk_protocol"),
+    ("BH_OFF_SOCK_TYPE", "sock", "sk_type"),
+    ("BH_OFF_SOCK_COMMON", "sock", "__sk_common"),
+    ("BH_OFF_SKC_FAMILY", "sock_common", "skc_family"),
+    ("BH_OFF_SKC_RCV_SADDR", "sock_common", "skc_rcv_saddr"),
+    ("BH_OFF_SKC_V6_RCV_SADDR", "sock_common", "skc_v6_rcv_saddr"),
     ("BH_OFF_MSGHDR_NAME", "msghdr", "msg_name"),
     ("BH_OFF_MSGHDR_NAMELEN", "msghdr", "msg_namelen"),
+    ("BH_OFF_MSGHDR_CONTROL", "msghdr", "msg_control"),
+    ("BH_OFF_MSGHDR_CONTROLLEN", "msghdr", "msg_controllen"),
     ("BH_OFF_TASK_MM", "task_struct", "mm"),
     ("BH_OFF_TASK_NSPROXY", "task_struct", "nsproxy"),
     ("BH_OFF_MM_EXE_FILE", "mm_struct", "exe_file"),
@@ -192,9 +199,28 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# Read where the architecture has them (x86: the syscall's number and
+# arguments, for bh_batched); absent, the program compiles without them.
+OPTIONAL_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("BH_OFF_PT_REGS_ORIG_AX", "pt_regs", "orig_ax"),
+    ("BH_OFF_PT_REGS_BX", "pt_regs", "bx"),
+    ("BH_OFF_PT_REGS_DX", "pt_regs", "dx"),
+)
+
+
 def offsets(btf: BTF, fields: Iterable[tuple[str, str, str]] = FIELDS) -> dict[str, int]:
     return {macro: btf.offset(s, m) for macro, s, m in fields}
 
 
+def optional_offsets(btf: BTF) -> dict[str, int]:
+    """OPTIONAL_FIELDS, all of them or none."""
+    try:
+        return offsets(btf, OPTIONAL_FIELDS)
+    except BTFError:
+        return {}
+
+
 def cflags(btf: BTF | None = None) -> list[str]:
-    return [f"-D{k}={v}" for k, v in offsets(btf or BTF.load()).items()]
+    btf = btf or BTF.load()
+    found = {**offsets(btf), **optional_offsets(btf)}
+    return [f"-D{k}={v}" for k, v in found.items()]

@@ -31,6 +31,8 @@ class GlobalCounts:
     events_lost: int = 0
     no_state: int = 0
     scope_inherit: int = 0
+    refused: int = 0  # calls refused whatever the rules said (an event's reason)
+    scope_full: int = 0  # cgroups whose scope could not be recorded
 
 
 class CounterReader:
@@ -48,6 +50,8 @@ class CounterReader:
             events_lost=total(layout.G_EVENTS_LOST),
             no_state=total(layout.G_NO_STATE),
             scope_inherit=total(layout.G_SCOPE_INHERIT),
+            refused=total(layout.G_REFUSED),
+            scope_full=total(layout.G_SCOPE_FULL),
         )
 
     def rule(self, policy_id: int, rule: int) -> RuleCount:

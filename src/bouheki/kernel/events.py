@@ -10,11 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..policy.tables import Hook, Verdict
+from ..policy.tables import Hook, Reason, Verdict, protocol_name
 from . import layout
 from .ringbuf import RingBuffer
-
-PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
 
 
 @dataclass(frozen=True)
@@ -37,10 +35,11 @@ class KernelEvent:
     protocol: int
     daddr: str
     dport: int
+    reason: Reason = Reason.POLICY
 
     @property
     def protocol_name(self) -> str:
-        return PROTO_NAMES.get(self.protocol, str(self.protocol))
+        return protocol_name(self.protocol)
 
 
 def decode(raw: layout.Event) -> KernelEvent:
@@ -67,6 +66,7 @@ def decode(raw: layout.Event) -> KernelEvent:
         protocol=raw.proto,
         daddr=addr,
         dport=raw.dport,
+        reason=Reason(raw.reason),
     )
 
 

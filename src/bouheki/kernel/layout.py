@@ -144,7 +144,7 @@ class Event(ct.Structure):
         ("hook", ct.c_uint8),
         ("family", ct.c_uint8),
         ("proto", ct.c_uint8),
-        ("pad", ct.c_uint8),
+        ("reason", ct.c_uint8),
         ("daddr", ct.c_uint8 * 16),
         ("comm", ct.c_char * COMM_LEN),
     ]
@@ -176,6 +176,8 @@ G_EVENTS_LOST = 2
 G_NO_STATE = 3
 G_SCOPE_INHERIT = 4
 G_SCOPE_NAMED = 5
+G_REFUSED = 6
+G_SCOPE_FULL = 7
 G_MAX = 8
 
 # bh_policy.flags set by the daemon, not the compiler (BH_POLICY_KEYED_*):

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from bouheki.policy.lpm import Prefix, fold, range_to_prefixes
 from bouheki.policy.model import IdMatch, LoweredPolicy, PortMatch, Rule
-from bouheki.policy.tables import MAX_RULES, POLICY_MONITOR, Action, PolicyTables
+from bouheki.policy.tables import MAX_RULES, POLICY_MONITOR, POLICY_SCTP, Action, PolicyTables
 
 _PORT_BITS = 16
 
@@ -99,7 +99,9 @@ def compile_policy(
     return PolicyTables(
         policy_id=policy_id,
         name=name,
-        flags=flags | (POLICY_MONITOR if lowered.monitor else 0),
+        flags=flags
+        | (POLICY_MONITOR if lowered.monitor else 0)
+        | (POLICY_SCTP if lowered.names_sctp else 0),
         default_action=lowered.default_action,
         rule_count=len(rules),
         allow_bits=_bits(rules, lambda r: r.action == Action.ALLOW),

@@ -39,7 +39,7 @@ from bouheki.policy.model import (
     RuleSpec,
     fold_mapped,
 )
-from bouheki.policy.tables import Action, Origin, Proto
+from bouheki.policy.tables import PORT_PROTOCOLS, Action, Origin, Proto
 
 # Rule field for each identity dimension of the spec.
 _FIELD = {"command": "comm", "exe": "exe", "uid": "uid", "gid": "gid"}
@@ -128,9 +128,12 @@ def _lpm_set(
 
 def _lower_rule(spec: RuleSpec, r: _Resolver) -> Rule:
     port: Optional[PortMatch] = None
-    if spec.ports is not None or spec.protocol is not None:
-        protos = frozenset([spec.protocol] if spec.protocol is not None else [Proto.TCP, Proto.UDP])
-        port = PortMatch(protos, spec.ports)
+    if spec.protocol is not None:
+        port = PortMatch(frozenset([spec.protocol]), spec.ports)
+    elif spec.ports is not None:
+        # Ports without a protocol: every protocol that has ports (UDP-Lite,
+        # SCTP and DCCP too, or a deny rule would miss them).
+        port = PortMatch(PORT_PROTOCOLS, spec.ports)
     fields: dict[str, Any] = {}
     for dimension in IDENTITY_DIMENSIONS:
         items = getattr(spec, dimension)
@@ -182,5 +185,6 @@ def lower(spec: PolicySpec, env: Environment) -> tuple[LoweredPolicy, list[Probl
     else:
         default_action = Action.ALLOW
         default_origin = Origin(spec.origin.file, spec.origin.line, "default: allow")
-    lowered = LoweredPolicy(tuple(rules), default_action, default_origin, spec.monitor)
+    names_sctp = any(rule.protocol == Proto.SCTP for rule in spec.rules)
+    lowered = LoweredPolicy(tuple(rules), default_action, default_origin, spec.monitor, names_sctp)
     return lowered, r.warnings

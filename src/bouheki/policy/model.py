@@ -109,7 +109,7 @@ class RuleSpec:
     origin: Origin
     to: Optional[tuple[Item[Dest], ...]] = None
     ports: Optional[tuple[tuple[int, int], ...]] = None  # inclusive ranges
-    protocol: Optional[int] = None  # Proto value; None: tcp and udp
+    protocol: Optional[int] = None  # Proto value; None: any ("any", or no key)
     command: Optional[tuple[Item[bytes], ...]] = None
     exe: Optional[tuple[Item[str], ...]] = None
     uid: Optional[tuple[Item[int], ...]] = None
@@ -231,3 +231,6 @@ class LoweredPolicy:
     default_action: Action
     default_origin: Origin
     monitor: bool = False
+    # A rule names SCTP: only then may SCTP sockets exist in the scope (the
+    # paths a peer advertises never pass a socket hook).
+    names_sctp: bool = False

@@ -55,7 +55,7 @@ class Universe:
     uids: tuple[int, ...] = (0, 33, 1000, 1001)
     gids: tuple[int, ...] = (0, 33, 1000, 1001)
     ports: tuple[int, ...] = (22, 53, 80, 443, 8000, 8080, 8443, 65535)
-    protos: tuple[int, ...] = (Proto.TCP, Proto.UDP)
+    protos: tuple[int, ...] = (Proto.TCP, Proto.UDP, Proto.UDPLITE, Proto.ICMP, Proto.SCTP)
     exes: Mapping[str, ExeId] = field(
         default_factory=lambda: {
             "/usr/bin/curl": (0x800001, 1101),
@@ -128,9 +128,9 @@ def random_rule(rng: random.Random, u: Universe) -> dict[str, Any]:
     if _chance(rng, 0.45):
         rule["to"] = [random_destination(rng, u) for _ in range(rng.randint(1, 3))]
     if _chance(rng, 0.3):
+        rule["protocol"] = rng.choice(["tcp", "udp", "udplite", "icmp", "sctp", "any"])
+    if _chance(rng, 0.3) and rule.get("protocol") not in ("icmp",):
         rule["ports"] = [_port_item(rng, u) for _ in range(rng.randint(1, 3))]
-    if _chance(rng, 0.3):
-        rule["protocol"] = rng.choice(["tcp", "udp", "any"])
     for dimension in ("command", "exe", "uid", "gid"):
         if dimension == "exe" and not u.exes:
             continue
@@ -230,11 +230,14 @@ def random_connection(rng: random.Random, u: Universe, *, port_zero: float = 0.0
     else:
         port = rng.randint(1, 65535)
     exes: list[ExeId | None] = [*u.exes.values(), None]
+    proto = rng.choice(u.protos)
+    if proto == Proto.ICMP and family == socket.AF_INET6:
+        proto = Proto.ICMPV6  # an AF_INET6 ping socket
     return Connection(
         family=family,
         daddr=daddr,
         dport=port,
-        proto=rng.choice(u.protos),
+        proto=proto,
         comm=rng.choice(u.comms).encode(),
         exe=rng.choice(exes) if u.exes else None,
         uid=rng.choice(u.uids),

@@ -10,17 +10,32 @@ import ipaddress
 import socket
 
 from bouheki.policy.model import LoweredPolicy, unmap
-from bouheki.policy.tables import DEFAULT_RULE, Action, Connection, Decision, Verdict
+from bouheki.policy.tables import (
+    DEFAULT_RULE,
+    PORT_PROTOCOLS,
+    Action,
+    Connection,
+    Decision,
+    Proto,
+    Reason,
+    Verdict,
+)
 from bouheki.policy.twin import kernel_comm
 
 
 def reference_decide(policy: LoweredPolicy, c: Connection, policy_id: int = 0) -> Decision:
-    if c.dport == 0 or c.family not in (socket.AF_INET, socket.AF_INET6):
+    if c.family not in (socket.AF_INET, socket.AF_INET6):
         return Decision(Verdict.ALLOWED, Action.ALLOW, -1, None, policy_id, ignored=True)
+    if c.proto == Proto.SCTP and not policy.names_sctp:
+        verdict = Verdict.WOULD_BLOCK if policy.monitor else Verdict.BLOCKED
+        return Decision(verdict, Action.BLOCK, DEFAULT_RULE, None, policy_id, reason=Reason.SCTP)
     addr = unmap(ipaddress.ip_address(c.daddr))
+    if addr.is_unspecified:  # the kernel sends it to this host
+        addr = ipaddress.ip_address("127.0.0.1" if addr.version == 4 else "::1")
+    port = c.dport if c.proto in PORT_PROTOCOLS else 0
     comm = kernel_comm(c.comm)
     for index, rule in enumerate(policy.rules):
-        if rule.matches(addr, c.proto, c.dport, comm, c.exe, c.uid, c.gid):
+        if rule.matches(addr, c.proto, port, comm, c.exe, c.uid, c.gid):
             action, origin, number = rule.action, rule.origin, index
             break
     else:

@@ -31,8 +31,31 @@ PORT_PROTO_BITS = 8
 
 
 class Proto(IntEnum):
+    """The protocol a rule names, as the hooks key it (bh_rule_proto): the
+    socket's IP protocol, except that every raw socket is RAW and MPTCP is TCP."""
+
+    ICMP = 1
     TCP = 6
     UDP = 17
+    DCCP = 33
+    ICMPV6 = 58
+    SCTP = 132
+    UDPLITE = 136
+    RAW = 255
+
+
+# The protocols whose destination port reaches the wire (bh_has_ports); the
+# hooks judge the others with port 0, whatever the sockaddr says.
+PORT_PROTOCOLS = frozenset({Proto.TCP, Proto.UDP, Proto.UDPLITE, Proto.SCTP, Proto.DCCP})
+# Names in policies, events and explain.
+PROTOCOL_NAMES: dict[str, Proto] = {p.name.lower(): p for p in Proto}
+
+
+def protocol_name(proto: int) -> str:
+    try:
+        return Proto(proto).name.lower()
+    except ValueError:
+        return str(proto)
 
 
 class Action(IntEnum):
@@ -51,6 +74,31 @@ class Verdict(IntEnum):
 class Hook(IntEnum):
     CONNECT = 0
     SENDMSG = 1
+    SETSOCKOPT = 2
+    SOCKET = 3  # socket_post_create
+    SCTP = 4  # sctp_bind_connect
+
+
+class Reason(IntEnum):
+    """Why a call was refused (BH_REASON_*): POLICY when the rules decided,
+    the others whatever the rules say (doc/THREATS.md)."""
+
+    POLICY = 0
+    ADDRESS = 1  # an address form the programs do not judge
+    ROUTING = 2  # an option or ancillary data that routes packets elsewhere
+    SCTP = 3  # SCTP where the policy does not name it
+    SCOPE = 4  # the cgroup's scope could not be recorded
+    BATCH = 5  # sendmmsg of several named messages (the kernel skips the hook for repeats)
+
+
+REASON_WORDS: dict[Reason, str] = {
+    Reason.POLICY: "policy",
+    Reason.ADDRESS: "address-form",
+    Reason.ROUTING: "routing-option",
+    Reason.SCTP: "sctp-not-named",
+    Reason.SCOPE: "scope-unrecorded",
+    Reason.BATCH: "batched-send",
+}
 
 
 # bh_policy.flags
@@ -60,6 +108,8 @@ POLICY_MONITOR = 1 << 0
 POLICY_FOREIGN_MNTNS_ONLY = 1 << 1
 # Emit events for allowed connections too.
 POLICY_LOG_ALLOWED = 1 << 2
+# A rule names SCTP: its sockets may exist in the policy's scope.
+POLICY_SCTP = 1 << 7
 
 
 @dataclass(frozen=True)
@@ -131,7 +181,9 @@ class Connection:
     """What the hook sees of one connect/sendmsg, for the twin.
 
     daddr is the destination as the socket gave it; an IPv4-mapped IPv6
-    address is judged as IPv4 (the twin unmaps it, like the kernel does).
+    address is judged as IPv4 (the twin unmaps it, like the kernel does), and
+    the unspecified address as loopback. proto is a Proto value (raw sockets
+    RAW); the port of a protocol without ports is judged as 0.
     """
 
     family: int  # socket.AF_INET or socket.AF_INET6
@@ -150,7 +202,8 @@ class Decision:
 
     verdict: Verdict
     action: Action
-    rule: int  # DEFAULT_RULE when the default decided; -1 when the hook ignored it
+    rule: int  # DEFAULT_RULE when the default or a refusal decided; -1 when ignored
     origin: Origin | None
     policy_id: int
-    ignored: bool = False  # port 0 or a family the hooks do not judge
+    ignored: bool = False  # a family the hooks do not judge
+    reason: Reason = Reason.POLICY  # not POLICY: refused whatever the rules say

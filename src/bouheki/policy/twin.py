@@ -11,11 +11,14 @@ import socket
 from bouheki.policy.tables import (
     COMM_LEN,
     DEFAULT_RULE,
+    POLICY_SCTP,
+    PORT_PROTOCOLS,
     Action,
     Connection,
     Decision,
     PolicyTables,
     Proto,
+    Reason,
     Verdict,
 )
 
@@ -31,10 +34,25 @@ def _lpm(table: dict[tuple[int, int], int], addr: int, width: int) -> int | None
     return None
 
 
-def _dst_mask(t: PolicyTables, daddr: str) -> int:
+def judged_address(daddr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address the hooks judge (bh_parse): ::ffff:a.b.c.d as IPv4, and
+    the unspecified address as loopback, which is where the kernel sends it
+    (bh_any_is_local; a socket bound to a local address reaches that one)."""
     addr = ipaddress.ip_address(daddr)
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped  # the hooks judge ::ffff:a.b.c.d as IPv4
+        addr = addr.ipv4_mapped
+    if addr.is_unspecified:
+        return ipaddress.ip_address("127.0.0.1" if addr.version == 4 else "::1")
+    return addr
+
+
+def judged_port(proto: int, port: int) -> int:
+    """Protocols without ports are judged with port 0 (bh_has_ports)."""
+    return port if proto in PORT_PROTOCOLS else 0
+
+
+def _dst_mask(t: PolicyTables, daddr: str) -> int:
+    addr = judged_address(daddr)
     mask = _lpm(t.dst4, int(addr), 32) if addr.version == 4 else _lpm(t.dst6, int(addr), 128)
     return t.dst_default if mask is None else mask
 
@@ -53,17 +71,23 @@ def kernel_comm(comm: bytes) -> bytes:
     return comm.split(b"\0", 1)[0][: COMM_LEN - 1]
 
 
+def refused(t: PolicyTables, reason: Reason) -> Decision:
+    """A call refused whatever the rules say (bh_judge with a reason)."""
+    verdict = Verdict.WOULD_BLOCK if t.monitor else Verdict.BLOCKED
+    return Decision(verdict, Action.BLOCK, DEFAULT_RULE, None, t.policy_id, reason=reason)
+
+
 def decide(t: PolicyTables, c: Connection) -> Decision:
-    # Port 0 on TCP/UDP sends nothing (glibc sorts addresses with such UDP
-    # connects); an ICMP or raw socket always uses port 0 and is judged.
-    ignored_port = c.dport == 0 and c.proto in (Proto.TCP, Proto.UDP)
-    if ignored_port or c.family not in (socket.AF_INET, socket.AF_INET6):
+    if c.family not in (socket.AF_INET, socket.AF_INET6):
         return Decision(Verdict.ALLOWED, Action.ALLOW, -1, None, t.policy_id, ignored=True)
     if c.family == socket.AF_INET and ":" in c.daddr:
         raise ValueError(f"AF_INET connection to an IPv6 address {c.daddr}")
+    if c.proto == Proto.SCTP and not t.flags & POLICY_SCTP:
+        return refused(t, Reason.SCTP)
 
+    # A destination with port 0 is still a destination: judged like any.
     m = _dst_mask(t, c.daddr)
-    m &= _port_mask(t, c.proto, c.dport)
+    m &= _port_mask(t, c.proto, judged_port(c.proto, c.dport))
     m &= t.comm.get(kernel_comm(c.comm), t.comm_default)
     m &= t.exe_default if c.exe is None else t.exe.get(c.exe, t.exe_default)
     m &= t.uid.get(c.uid, t.uid_default)

@@ -30,10 +30,12 @@ from ..policy.env import requirements
 from ..policy.tables import (
     DEFAULT_RULE,
     MAX_RULES,
+    PROTOCOL_NAMES,
+    REASON_WORDS,
     Connection,
     Origin,
     PolicyTables,
-    Proto,
+    Reason,
     Verdict,
 )
 from ..units import cgroupfs
@@ -272,7 +274,9 @@ class Engine:
         run = self.running
         t = run.tables(ev.policy_id) if run else None
         rule = ev.rule if ev.rule != DEFAULT_RULE else (t.rule_count if t else ev.rule)
-        origin = t.origins[rule] if t and rule < len(t.origins) else None
+        # A refusal (ev.reason) was decided by no rule.
+        judged = ev.reason == Reason.POLICY
+        origin = t.origins[rule] if t and judged and rule < len(t.origins) else None
         try:
             exe = os.readlink(f"/proc/{ev.pid}/exe")
         except OSError:
@@ -284,6 +288,7 @@ class Engine:
                 rule=ev.rule, origin=_origin_str(origin), daddr=ev.daddr, dport=ev.dport,
                 protocol=ev.protocol_name, comm=ev.comm, exe=exe, pid=ev.pid, uid=ev.uid,
                 gid=ev.gid, cgroup_id=ev.cgroup_id, hook=ev.hook.name.lower(),
+                reason=REASON_WORDS[ev.reason],
             ),
             check_rate=False,
         )  # fmt: skip
@@ -421,9 +426,10 @@ class Engine:
         port = query.port
         if not 0 <= port <= 65535:
             raise api.BadRequest(f"port {port} is out of range (0-65535)")
-        proto = {"tcp": Proto.TCP, "udp": Proto.UDP}.get(query.protocol)
+        proto = PROTOCOL_NAMES.get(query.protocol)
         if proto is None:
-            raise api.BadRequest(f"protocol must be tcp or udp, not {query.protocol!r}")
+            names = ", ".join(PROTOCOL_NAMES)
+            raise api.BadRequest(f"protocol must be one of {names}, not {query.protocol!r}")
         pid = self._policy_for_unit(query.unit)
         run = self.running
         t = run.tables(pid) if run is not None and pid is not None else None
@@ -439,9 +445,10 @@ class Engine:
             exe=exe, uid=query.uid, gid=query.gid,
         )  # fmt: skip
         d = twin.decide(t, conn)
-        if d.ignored:
-            return api.Explanation("ignored", t.name, api.NO_RULE, "", 0, "",
-                                   "port 0 connects send nothing and are not judged")  # fmt: skip
+        if d.reason != Reason.POLICY:
+            return api.Explanation(VERDICT_WORDS[d.verdict], t.name, api.NO_RULE, "", 0, "",
+                                   f"refused whatever the rules say: {REASON_WORDS[d.reason]} "
+                                   "(no rule of the policy names this protocol)")  # fmt: skip
         o = d.origin
         word = VERDICT_WORDS[d.verdict]
         if d.rule == DEFAULT_RULE:

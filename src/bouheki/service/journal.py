@@ -54,6 +54,9 @@ class ConnEvent:
     gid: int
     cgroup_id: int
     hook: str
+    # "policy" when the rules decided, else why the call was refused whatever
+    # they say (REASON_WORDS: address-form, routing-option, sctp-not-named...).
+    reason: str = "policy"
 
 
 @dataclass
@@ -144,16 +147,21 @@ class Journal:
             "BOUHEKI_POLICY": ev.policy,
             "BOUHEKI_RULE": ev.origin or str(ev.rule),
             "BOUHEKI_HOOK": ev.hook,
+            "BOUHEKI_REASON": ev.reason,
         }
         if ev.unit:
             fields["OBJECT_SYSTEMD_UNIT"] = ev.unit
         if ev.pid:
             fields["OBJECT_PID"] = str(ev.pid)
-        self.send(
-            f"{where}{word} {ev.protocol} connection of {ev.comm} (pid {ev.pid}, uid {ev.uid}) "
-            f"to {ev.daddr} port {ev.dport} by {ev.origin or 'policy ' + ev.policy}",
-            **fields,
-        )
+        by = ev.origin or "policy " + ev.policy
+        if ev.reason != "policy":
+            # Refused whatever the rules say: no destination was judged.
+            text = f"{word} {ev.hook} on a {ev.protocol} socket of {ev.comm}"
+            by = f"{ev.reason} (fail closed, policy {ev.policy})"
+        else:
+            text = f"{word} {ev.protocol} connection of {ev.comm}"
+            text += f" (pid {ev.pid}, uid {ev.uid}) to {ev.daddr} port {ev.dport}"
+        self.send(f"{where}{text} by {by}", **fields)
         return True
 
     def suppressed(self, key: str, count: int) -> None:

@@ -17,6 +17,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import labkit  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def ping_for_everyone() -> None:
+    """Unprivileged ICMP ping sockets for every group, as systemd's default
+    sysctl (50-default.conf) sets on most distributions: the attacker and
+    the differential test's workers use them."""
+    Path("/proc/sys/net/ipv4/ping_group_range").write_text("0 2147483647\n")
+
+
 @pytest.fixture(scope="session")
 def kernel() -> Iterator[labkit.Kernel]:
     k = labkit.Kernel.load()

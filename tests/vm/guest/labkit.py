@@ -232,3 +232,76 @@ def figure(line: str) -> None:
     if results.is_dir():
         with open(results / "figures.txt", "a") as f:
             f.write(line + "\n")
+
+
+class Capture:
+    """Every IPv4/IPv6 packet that crosses `ifname` towards one of `addrs`
+    while open: an AF_PACKET receiver that sees what no socket would take
+    (port 0, closed ports, SYNs, routed detours). Packets to the guest's own
+    addresses, those on dummy interfaces included, all cross lo."""
+
+    def __init__(self, addrs: tuple[str, ...] | list[str], ifname: str = "lo") -> None:
+        import ipaddress
+
+        self.targets = {ipaddress.ip_address(a).packed for a in addrs}
+        self.hits: list[bytes] = []
+        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        self._sock.bind((ifname, 0))
+        self._sock.settimeout(0.1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                frame = self._sock.recv(65535)
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            ethertype = int.from_bytes(frame[12:14], "big")
+            if ethertype == 0x0800:
+                dst = frame[14 + 16 : 14 + 20]
+            elif ethertype == 0x86DD:
+                dst = frame[14 + 24 : 14 + 40]
+            else:
+                continue
+            if dst in self.targets:
+                self.hits.append(frame[14:])
+
+    def packets(self, settle: float = 0.5) -> list[bytes]:
+        """What reached a target so far (after letting queued packets land)."""
+        time.sleep(settle)
+        return list(self.hits)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._sock.close()
+
+    def __enter__(self) -> Capture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+ATTACKER = Path(__file__).resolve().parent / "attacker.py"
+
+
+def attack(attempts: list[list[Any]], uid: int = 1000) -> list[int]:
+    """Run attacker.py's attempts as an unprivileged user in this unit (the
+    judged one): the errno of each, 0 where the call succeeded."""
+    import json
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, str(ATTACKER), json.dumps(attempts)],
+        capture_output=True, text=True, timeout=120, user=uid, group=uid, extra_groups=[],
+    )  # fmt: skip
+    if r.returncode != 0 or not r.stdout.strip():
+        raise AssertionError(f"attacker failed ({r.returncode}): {r.stdout}{r.stderr}")
+    if r.stderr.strip():
+        print(r.stderr)
+    return list(json.loads(r.stdout.strip().splitlines()[-1]))

@@ -56,9 +56,10 @@ class Worker:
 
 
 def attempt(family: int, addr: str, port: int, proto: int, via: str) -> int:
-    """0 on success, else the errno."""
+    """0 on success, else the errno. proto: TCP, UDP, UDP-Lite or an ICMP
+    ping socket (a datagram socket of that protocol)."""
     kind = socket.SOCK_STREAM if proto == socket.IPPROTO_TCP else socket.SOCK_DGRAM
-    s = socket.socket(family, kind)
+    s = socket.socket(family, kind, proto)
     s.settimeout(2)
     try:
         if via == "sendto":
