@@ -175,7 +175,24 @@ static __always_inline u32 bh_read_mntns(struct bh_who *who)
 	return who->mntns;
 }
 
-/* Which policy judges this process: its cgroup's, else the host's. */
+/* How deep bh_scope looks for a cgroup's unit: systemd's deepest units
+ * (a user manager's app.slice/...service) are at level 6 or so. */
+#define BH_MAX_DEPTH 32
+
+/* Is policy p for this process? A container policy does not judge a
+ * process that shares the host's mount namespace: it is not a container. */
+static __always_inline int bh_applies(struct bh_policy *p, struct bh_who *who, u32 host_mntns)
+{
+	return p && !((p->flags & BH_POLICY_FOREIGN_MNTNS_ONLY) &&
+		      bh_read_mntns(who) == host_mntns);
+}
+
+/* Which policy judges this process: that of the deepest of its cgroup and
+ * the cgroup's ancestors with an entry, else the host's. Only cgroups that
+ * carry a policy of their own (a unit's, a slice's) have an entry; what is
+ * below them, a delegated subtree above all, is found by this walk. So no
+ * process can grow the map: making cgroups costs the kernel nothing here,
+ * and no table an unprivileged process fills decides who is judged. */
 static __always_inline struct bh_policy *bh_scope(u32 gen, struct bh_who *who, u32 host_mntns,
 						  u32 *policy_id)
 {
@@ -183,15 +200,30 @@ static __always_inline struct bh_policy *bh_scope(u32 gen, struct bh_who *who, u
 	struct bh_scope_val *sv = scopes.lookup(&sk);
 	struct bh_policy_key pk = {.gen = gen};
 	struct bh_policy *p;
+	u32 found = 0, have = 0;
 
 	if (sv) {
-		pk.policy = sv->policy;
+		found = sv->policy;
+		have = 1;
+	} else {
+		/* From the root down: the deepest entry wins. */
+		for (int level = 1; level < BH_MAX_DEPTH; level++) {
+			u64 id = bpf_get_current_ancestor_cgroup_id(level);
+			if (!id || id == who->cgroup_id)
+				break;
+			sk.cgroup_id = id;
+			sv = scopes.lookup(&sk);
+			if (sv) {
+				found = sv->policy;
+				have = 1;
+			}
+		}
+	}
+	if (have) {
+		pk.policy = found;
 		p = policies.lookup(&pk);
-		/* A container policy does not judge a process that shares the
-		 * host's mount namespace: it is not a container. */
-		if (p && !((p->flags & BH_POLICY_FOREIGN_MNTNS_ONLY) &&
-			   bh_read_mntns(who) == host_mntns)) {
-			*policy_id = sv->policy;
+		if (bh_applies(p, who, host_mntns)) {
+			*policy_id = found;
 			return p;
 		}
 	}
@@ -761,10 +793,9 @@ LSM_PROBE(sctp_bind_connect, struct sock *sk, int optname, struct sockaddr *addr
 	return bh_judge(&c, BH_HOOK_SCTP);
 }
 
-/* A new cgroup gets its policy before any process can run in it, so a
- * unit's first connect is judged even if the daemon has not seen the unit
- * yet: the deepest unit with a policy wins, so the cgroup's own name (a unit
- * with a policy, exact or by pattern) comes before its parent's entry. */
+/* A new unit's cgroup gets its policy before any process can run in it, so
+ * a unit's first connect is judged even if the daemon has not seen the unit
+ * yet: the deepest unit with a policy wins (bh_scope). */
 /* Does buf (BH_PATTERN_LEN readable bytes) start with the len bytes of s?
  * Word compares under a length mask: no data-dependent branches, so the
  * verifier has one path to check however many patterns there are. */
@@ -783,6 +814,16 @@ static __always_inline int bh_starts_with(const char *buf, const char *s, u32 le
 	return diff == 0;
 }
 
+/* Only units below undelegated slices are recorded (systemd makes those;
+ * no unprivileged process can): a full map is counted, never silent. */
+static __always_inline void bh_record(struct bh_scope_key *k, struct bh_scope_val *v)
+{
+	if (scopes.update(k, v))
+		bh_count(BH_G_SCOPE_FULL);
+	else
+		bh_count(BH_G_SCOPE_NAMED);
+}
+
 static __always_inline int bh_pattern_match(struct bh_pattern *p, const char *name, u32 name_len)
 {
 	u64 tail[BH_PATTERN_LEN / 8] = {};
@@ -799,25 +840,26 @@ static __always_inline int bh_pattern_match(struct bh_pattern *p, const char *na
 	return bh_starts_with((const char *)tail, p->suffix, slen);
 }
 
+/* A new cgroup directly below an undelegated slice is a unit: its name (or
+ * a pattern) may give it a policy of its own. Every other cgroup gets no
+ * entry: bh_scope finds its unit's by walking up. */
 static __always_inline void bh_assign(u32 gen, u64 id, u64 parent, struct bh_unit_key *uk,
 				      u32 name_len)
 {
 	struct bh_scope_key ck = {.gen = gen, .cgroup_id = id};
-	struct bh_scope_key pk = {.gen = gen, .cgroup_id = parent};
 	struct bh_scope_val *v;
 
 	/* Only directly below an undelegated slice does a name say which unit
 	 * a cgroup is; unit names are unique, whichever slice holds the unit. */
 	struct bh_scope_key sk = {.gen = gen, .cgroup_id = parent};
 	if (!slices.lookup(&sk))
-		goto inherit;
+		return;
 	uk->gen = gen;
 	uk->parent_id = 0;
 	v = unit_names.lookup(uk);
 	if (v) {
 		struct bh_scope_val copy = *v;
-		scopes.update(&ck, &copy);
-		bh_count(BH_G_SCOPE_NAMED);
+		bh_record(&ck, &copy);
 		return;
 	}
 	/* A new slice directly below a known slice is known too. */
@@ -826,7 +868,8 @@ static __always_inline void bh_assign(u32 gen, u64 id, u64 parent, struct bh_uni
 	if (bh_pattern_match(&slice, uk->name, name_len)) {
 		u32 one = 1;
 		sk.cgroup_id = id;
-		slices.update(&sk, &one);
+		if (slices.update(&sk, &one))
+			bh_count(BH_G_SCOPE_FULL);
 	}
 	for (int i = 0; i < 2 * BH_MAX_PATTERNS; i++) {
 		int idx = i;
@@ -835,17 +878,9 @@ static __always_inline void bh_assign(u32 gen, u64 id, u64 parent, struct bh_uni
 			continue;
 		if (bh_pattern_match(p, uk->name, name_len)) {
 			struct bh_scope_val val = {.policy = p->policy};
-			scopes.update(&ck, &val);
-			bh_count(BH_G_SCOPE_NAMED);
+			bh_record(&ck, &val);
 			return;
 		}
-	}
-inherit:
-	v = scopes.lookup(&pk);
-	if (v) {
-		struct bh_scope_val copy = *v;
-		scopes.update(&ck, &copy);
-		bh_count(BH_G_SCOPE_INHERIT);
 	}
 }
 

@@ -42,8 +42,7 @@
 #define BH_REASON_ADDRESS 1   /* an address form the programs do not judge */
 #define BH_REASON_ROUTING 2   /* an option that routes packets elsewhere */
 #define BH_REASON_SCTP 3      /* SCTP in a scope whose policy does not name it */
-#define BH_REASON_SCOPE 4     /* the cgroup's scope could not be recorded */
-#define BH_REASON_BATCH 5     /* sendmmsg naming destinations: the kernel skips
+#define BH_REASON_BATCH 4     /* sendmmsg naming destinations: the kernel skips
 			       * the hook for repeated names (____sys_sendmsg) */
 
 /* global counter slots */
@@ -51,10 +50,10 @@
 #define BH_G_EVENTS 1        /* events written to the ring buffer */
 #define BH_G_EVENTS_LOST 2   /* events that could not be reserved */
 #define BH_G_NO_STATE 3      /* hook ran before any generation was active */
-#define BH_G_SCOPE_INHERIT 4 /* cgroups given their parent's policy by cgroup_mkdir */
+/* slot 4 is free: cgroups below a unit no longer get entries of their own */
 #define BH_G_SCOPE_NAMED 5   /* cgroups given a unit policy by name at cgroup_mkdir */
 #define BH_G_REFUSED 6       /* judged calls refused whatever the rules (a BH_REASON_*) */
-#define BH_G_SCOPE_FULL 7    /* cgroups whose scope could not be recorded */
+#define BH_G_SCOPE_FULL 7    /* unit cgroups or slices the full maps could not record */
 #define BH_G_MAX 8
 
 struct bh_state {

@@ -62,7 +62,6 @@ def test_constants_match_header() -> None:
         "BH_G_EVENTS": layout.G_EVENTS,
         "BH_G_EVENTS_LOST": layout.G_EVENTS_LOST,
         "BH_G_NO_STATE": layout.G_NO_STATE,
-        "BH_G_SCOPE_INHERIT": layout.G_SCOPE_INHERIT,
         "BH_G_SCOPE_NAMED": layout.G_SCOPE_NAMED,
         "BH_G_REFUSED": layout.G_REFUSED,
         "BH_G_SCOPE_FULL": layout.G_SCOPE_FULL,

@@ -43,9 +43,15 @@ def test_exact_units_patterns_slices_and_inheritance(tree: Path) -> None:
     rec = Rec()
     covered = plan.fill(tree, rec)
     assert rec.scopes[ids(tree, "system.slice/nginx.service")] == 1
-    assert rec.scopes[ids(tree, "system.slice/nginx.service/sub")] == 1
     assert rec.scopes[ids(tree, "system.slice/docker-abc.scope")] == 2
-    assert rec.scopes[ids(tree, "web.slice/web-api.slice/api.service")] == 3
+    assert rec.scopes[ids(tree, "web.slice")] == 3
+    # Below a unit with a policy: covered, found by the programs' walk up,
+    # with no entry of its own (a delegated subtree cannot grow the map).
+    for inherited, policy in (("system.slice/nginx.service/sub", 1),
+                              ("web.slice/web-api.slice/api.service", 3)):  # fmt: skip
+        assert ids(tree, inherited) not in rec.scopes
+        assert covered[ids(tree, inherited)][1] == policy
+    assert len(rec.scopes) == 3
     assert ids(tree, "system.slice/other.service") not in rec.scopes
     # Below a user manager the names are the user's to choose: no match.
     u = "user.slice/user-1000.slice/user@1000.service/app.slice"
@@ -59,9 +65,10 @@ def test_exact_units_patterns_slices_and_inheritance(tree: Path) -> None:
 def test_deepest_unit_wins(tree: Path) -> None:
     plan = ScopePlan([Binding("system.slice", 5), Binding("nginx.service", 1)])
     rec = Rec()
-    plan.fill(tree, rec)
-    assert rec.scopes[ids(tree, "system.slice/other.service")] == 5
-    assert rec.scopes[ids(tree, "system.slice/nginx.service/sub")] == 1
+    covered = plan.fill(tree, rec)
+    assert rec.scopes == {ids(tree, "system.slice"): 5, ids(tree, "system.slice/nginx.service"): 1}
+    assert covered[ids(tree, "system.slice/other.service")][1] == 5
+    assert covered[ids(tree, "system.slice/nginx.service/sub")][1] == 1
 
 
 def test_a_unit_is_matched_in_whichever_undelegated_slice_holds_it(tree: Path) -> None:

@@ -30,9 +30,9 @@ class GlobalCounts:
     events: int = 0
     events_lost: int = 0
     no_state: int = 0
-    scope_inherit: int = 0
     refused: int = 0  # calls refused whatever the rules said (an event's reason)
-    scope_full: int = 0  # cgroups whose scope could not be recorded
+    scope_named: int = 0  # unit cgroups given their policy by name at creation
+    scope_full: int = 0  # unit cgroups or slices the full maps could not record
 
 
 class CounterReader:
@@ -49,8 +49,8 @@ class CounterReader:
             events=total(layout.G_EVENTS),
             events_lost=total(layout.G_EVENTS_LOST),
             no_state=total(layout.G_NO_STATE),
-            scope_inherit=total(layout.G_SCOPE_INHERIT),
             refused=total(layout.G_REFUSED),
+            scope_named=total(layout.G_SCOPE_NAMED),
             scope_full=total(layout.G_SCOPE_FULL),
         )
 

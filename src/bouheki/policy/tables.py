@@ -87,8 +87,7 @@ class Reason(IntEnum):
     ADDRESS = 1  # an address form the programs do not judge
     ROUTING = 2  # an option or ancillary data that routes packets elsewhere
     SCTP = 3  # SCTP where the policy does not name it
-    SCOPE = 4  # the cgroup's scope could not be recorded
-    BATCH = 5  # sendmmsg of several named messages (the kernel skips the hook for repeats)
+    BATCH = 4  # sendmmsg of several named messages (the kernel skips the hook for repeats)
 
 
 REASON_WORDS: dict[Reason, str] = {
@@ -96,7 +95,6 @@ REASON_WORDS: dict[Reason, str] = {
     Reason.ADDRESS: "address-form",
     Reason.ROUTING: "routing-option",
     Reason.SCTP: "sctp-not-named",
-    Reason.SCOPE: "scope-unrecorded",
     Reason.BATCH: "batched-send",
 }
 

@@ -88,13 +88,16 @@ class ScopePlan:
         return None
 
     def fill(self, root: Path, sink: Sink) -> dict[int, tuple[str, int]]:
-        """Walk the cgroup tree, writing each cgroup's policy and each
-        undelegated slice. Returns cgroup id -> (path, policy) for the cgroups
-        that have a policy."""
+        """Walk the cgroup tree, writing the policy of each cgroup that has
+        one of its own (a unit's, by name) and each undelegated slice; the
+        programs find the cgroups below by walking up (bh_scope), so the map
+        holds one entry per unit, never one per cgroup a process makes.
+        Returns cgroup id -> (path, policy) for every cgroup with a policy."""
         assigned: dict[Path, int | None] = {}
         is_ctx: dict[Path, bool] = {}
         covered: dict[int, tuple[str, int]] = {}
         for path, cid in cgroupfs.walk(root):
+            own: int | None = None
             if path == root:
                 policy, ctx = None, True
             else:
@@ -107,7 +110,8 @@ class ScopePlan:
             is_ctx[path] = ctx
             if ctx:
                 sink.add_slice(cid)
+            if own is not None:
+                sink.add(cid, own)
             if policy is not None:
-                sink.add(cid, policy)
                 covered[cid] = ("/" + str(path.relative_to(root)).lstrip("."), policy)
         return covered

@@ -220,3 +220,70 @@ protocol = "any"
     events = enforce.take_events()
     assert len(events) == 5 and {e.protocol for e in events} == {17, 136, 58}
     assert {e.protocol_name for e in events} == {"udp", "udplite", "icmpv6"}
+
+
+FLOOD = 70_000  # more cgroups than the scopes map holds (65,536)
+FLOODER = f"""\
+import os, socket
+base = open("/proc/self/cgroup").read().strip().split("::")[1]
+base = "/sys/fs/cgroup" + base
+for i in range({FLOOD}):
+    os.mkdir(f"{{base}}/c{{i}}")
+deep = base
+for i in range(40):  # deeper than the programs' walk goes
+    deep += f"/n{{i}}"
+    os.mkdir(deep)
+with open(f"{{deep}}/cgroup.procs", "w") as f:
+    f.write(str(os.getpid()))
+s = socket.socket()
+s.settimeout(3)
+try:
+    s.connect(("{V4}", 80))
+    print(0)
+except OSError as e:
+    print(e.errno)
+"""
+CONNECT_ONCE = f"""\
+import socket
+s = socket.socket()
+s.settimeout(3)
+try:
+    s.connect(("{V4}", 80))
+    print(0)
+except OSError as e:
+    print(e.errno)
+"""
+
+
+def run_unit(unit: str, code: str, *props: str, timeout: float = 600) -> str:
+    import sys
+
+    r = labkit.sh(
+        "systemd-run", "--quiet", "--wait", "--pipe", f"--unit={unit}",
+        *(f"--property={p}" for p in props), "--", sys.executable, "-c", code,
+        timeout=timeout,
+    )  # fmt: skip
+    return r.stdout.strip()
+
+
+def test_a_delegated_subtree_cannot_exhaust_the_scopes(
+    enforce: labkit.Kernel, hosts: labkit.TestHosts, capture: labkit.Capture
+) -> None:
+    """A uid 1000 service with Delegate=yes makes more cgroups than the map
+    holds, hides 40 levels down and connects; a protected unit started after
+    it connects too. Both are judged: cgroups below a unit take no entry."""
+    deny = f'[network]\ndeny = ["{V4}"]\n'
+    enforce.apply_files({"units/bh-flood.service.toml": deny,
+                         "units/bh-protected.service.toml": deny})  # fmt: skip
+    entries = sum(1 for _ in enforce.enforcer.maps.scope_keys())
+    assert run_unit("bh-protected.service", CONNECT_ONCE) == str(EPERM)  # the plain attempt
+    flooded = run_unit("bh-flood.service", FLOODER, "User=1000", "Delegate=yes")
+    assert flooded == str(EPERM)
+    assert run_unit("bh-protected.service", CONNECT_ONCE) == str(EPERM)
+    assert capture.packets() == []
+    # The map holds what it held (and the two units, while they ran).
+    assert sum(1 for _ in enforce.enforcer.maps.scope_keys()) <= entries + 2
+    assert enforce.global_counts().scope_full == 0
+    events = enforce.take_events()
+    assert len(events) == 3 and {e.reason for e in events} == {Reason.POLICY}
+    assert {e.uid for e in events} == {0, 1000}
