@@ -313,7 +313,7 @@ static __always_inline u32 bh_lowest_bit(u64 m)
  * for a message whose name equals the previous one's (sock_sendmsg_nosec),
  * so a later message of the batch could carry ancillary data the programs
  * never see. The syscall is read from the task's saved registers: x86-64
- * (and x32) sendmmsg with more than one message, ia32 sendmmsg, and ia32
+ * (307) and x32 (538) sendmmsg with more than one message, ia32 sendmmsg, and ia32
  * socketcall(SYS_SENDMMSG). Other architectures: doc/THREATS.md. */
 #ifdef BH_OFF_PT_REGS_ORIG_AX
 static __always_inline int bh_batched(void)
@@ -325,7 +325,8 @@ static __always_inline int bh_batched(void)
 	if (!regs)
 		return 1;
 	BH_READ(nr, regs, BH_OFF_PT_REGS_ORIG_AX);
-	nr &= ~0x40000000ULL; /* __X32_SYSCALL_BIT */
+	if (nr & 0x40000000ULL) /* __X32_SYSCALL_BIT: x32's sendmmsg is 538 */
+		nr = (nr & ~0x40000000ULL) == 538 ? 307 : 0;
 	if (nr != 307 && nr != 345 && nr != 102)
 		return 0;
 	BH_READ(dx, regs, BH_OFF_PT_REGS_DX);
@@ -445,12 +446,17 @@ static __always_inline int bh_judge(struct bh_conn *c, u8 hook)
 #define BH_SOL_IP 0
 #define BH_SOL_IPV6 41
 #define BH_SOL_SCTP 132
+#define BH_SOL_SOCKET 1
+#define BH_SO_BROADCAST 6      /* asm-generic/socket.h */
 #define BH_IP_OPTIONS 4        /* linux/in.h */
+#define BH_IP_FREEBIND 15
 #define BH_IP_RETOPTS 7
 #define BH_IPV6_2292RTHDR 5    /* linux/in6.h */
 #define BH_IPV6_2292PKTOPTIONS 6
 #define BH_IPV6_NEXTHOP 9
 #define BH_IPV6_RTHDR 57
+#define BH_IPV6_FLOWLABEL_MGR 32
+#define BH_IPV6_FREEBIND 78
 #define BH_SCTP_DSTADDRV4 7    /* enum sctp_cmsg_type */
 #define BH_SCTP_DSTADDRV6 8
 #define BH_SCTP_PRIMARY_ADDR 6 /* linux/sctp.h */
@@ -483,7 +489,7 @@ static __always_inline u8 bh_rule_proto(struct bh_sock *s)
 {
 	if (s->type == BH_SOCK_RAW)
 		return IPPROTO_RAW;
-	if (s->protocol == IPPROTO_MPTCP)
+	if (s->protocol == IPPROTO_MPTCP || s->protocol == 256 /* IPPROTO_SMC, 6.11+ */)
 		return IPPROTO_TCP;
 	return (u8)s->protocol;
 }
@@ -496,37 +502,10 @@ static __always_inline int bh_has_ports(u8 proto)
 	       proto == IPPROTO_SCTP || proto == IPPROTO_DCCP;
 }
 
-/* The unspecified address means this host: ip_route_connect and
- * __ip_route_output_key take the bound source, else 127.0.0.1;
- * tcp_v6_connect, __ip6_datagram_connect and udpv6_sendmsg take ::1, or
- * 127.0.0.1 for a socket bound to a v4-mapped address. */
-static __always_inline void bh_any_is_local(struct bh_conn *c, void *sk)
-{
-	if (c->family == AF_INET) {
-		u32 saddr = 0;
-		BH_READ(saddr, sk, BH_OFF_SOCK_COMMON + BH_OFF_SKC_RCV_SADDR);
-		if (!saddr)
-			saddr = bpf_htonl(0x7f000001);
-		__builtin_memcpy(c->daddr, &saddr, 4);
-		return;
-	}
-	u32 w[4] = {};
-	BH_READ(w, sk, BH_OFF_SOCK_COMMON + BH_OFF_SKC_V6_RCV_SADDR);
-	if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff)) {
-		u32 lo = bpf_htonl(0x7f000001);
-		c->family = AF_INET;
-		__builtin_memset(c->daddr, 0, 16);
-		__builtin_memcpy(c->daddr, &lo, 4);
-	} else {
-		__builtin_memset(c->daddr, 0, 16);
-		c->daddr[15] = 1;
-	}
-}
-
 /* Fill c from a kernel copy of a sockaddr given to connect (connect=1) or
  * as a message's name. */
-static __always_inline int bh_parse(struct bh_conn *c, void *sk, struct bh_sock *s, void *addr,
-				    int addrlen, int connect)
+static __always_inline int bh_parse(struct bh_conn *c, struct bh_sock *s, void *addr, int addrlen,
+				    int connect)
 {
 	u16 family = 0;
 
@@ -571,7 +550,7 @@ static __always_inline int bh_parse(struct bh_conn *c, void *sk, struct bh_sock 
 		c->dport = ntohs(sin.sin_port);
 		__builtin_memcpy(c->daddr, &sin.sin_addr.s_addr, 4);
 		if (sin.sin_addr.s_addr == 0)
-			bh_any_is_local(c, sk);
+			goto unspecified;
 	} else if (family == AF_INET6 && s->family == AF_INET6) {
 		/* tcp_v6_connect, __ip6_datagram_connect, udpv6_sendmsg and
 		 * rawv6_sendmsg accept SIN6_LEN_RFC2133 bytes: no scope id. */
@@ -589,12 +568,12 @@ static __always_inline int bh_parse(struct bh_conn *c, void *sk, struct bh_sock 
 			c->family = AF_INET;
 			__builtin_memcpy(c->daddr, &w[3], 4);
 			if (w[3] == 0)
-				bh_any_is_local(c, sk);
+				goto unspecified;
 		} else {
 			c->family = AF_INET6;
 			__builtin_memcpy(c->daddr, sin6.sin6_addr.in6_u.u6_addr8, 16);
 			if ((w[0] | w[1] | w[2] | w[3]) == 0)
-				bh_any_is_local(c, sk);
+				goto unspecified;
 		}
 	} else {
 		/* Any other family: EAFNOSUPPORT or EINVAL in the kernel. */
@@ -606,6 +585,12 @@ static __always_inline int bh_parse(struct bh_conn *c, void *sk, struct bh_sock 
 	if (!bh_has_ports(c->proto))
 		c->dport = 0;
 	return BH_JUDGE;
+unspecified:
+	/* 0.0.0.0 and :: mean this host, but which of its addresses depends on
+	 * the bound source, IP_PKTINFO, the bound device (__ip_route_output_key,
+	 * tcp_v6_connect, udpv6_sendmsg): refused rather than guessed. */
+	c->reason = BH_REASON_ADDRESS;
+	return BH_REFUSE;
 }
 
 static __always_inline int bh_is_inet(struct bh_sock *s)
@@ -625,7 +610,7 @@ LSM_PROBE(socket_connect, struct socket *sock, struct sockaddr *address, int add
 	bh_sock_read(sk, &s);
 	if (!bh_is_inet(&s))
 		return 0;
-	if (bh_parse(&c, sk, &s, address, addrlen, 1) == BH_SKIP)
+	if (bh_parse(&c, &s, address, addrlen, 1) == BH_SKIP)
 		return 0;
 	return bh_judge(&c, BH_HOOK_CONNECT);
 }
@@ -700,7 +685,7 @@ LSM_PROBE(socket_sendmsg, struct socket *sock, struct msghdr *msg, int size)
 		/* sendto with a length of 0 leaves a name of no bytes: udp_sendmsg
 		 * refuses it, raw_sendmsg sends to the connected peer. */
 		BH_READ(namelen, msg, BH_OFF_MSGHDR_NAMELEN);
-		if (!name || namelen == 0 || bh_parse(&c, sk, &s, name, namelen, 0) == BH_SKIP)
+		if (!name || namelen == 0 || bh_parse(&c, &s, name, namelen, 0) == BH_SKIP)
 			return 0;
 		c.named = 1;
 	}
@@ -712,18 +697,28 @@ LSM_PROBE(socket_sendmsg, struct socket *sock, struct msghdr *msg, int size)
  * (do_ip_setsockopt -> ip_options_get; ip_queue_xmit and udp_sendmsg route
  * to opt.faddr) and IPv6 routing headers and next hops (do_ipv6_setsockopt:
  * IPV6_RTHDR, IPV6_2292PKTOPTIONS, IPV6_NEXTHOP; then
- * fl6_update_dst). An AF_INET6 socket takes SOL_IP options too. The
- * setsockopt IPV6_2292RTHDR only asks to receive routing headers. */
+ * fl6_update_dst), and flow labels, which carry such headers of their own
+ * (IPV6_FLOWLABEL_MGR: fl_create parses them with ip6_datagram_send_ctl;
+ * udpv6_sendmsg merges them). Then the options that let replies go where
+ * the judged destination is not: IP_FREEBIND and IPV6_FREEBIND bind a
+ * denied address as the source (inet6_bind), and the kernel's own ICMP
+ * errors and echo replies go to it; and SO_BROADCAST (udp_sendmsg,
+ * ping_v4_sendmsg refuse broadcasts without it), whose packets reach every
+ * host of a network the policy allows, denied ones too. An AF_INET6 socket
+ * takes SOL_IP options too. The setsockopt IPV6_2292RTHDR only asks to
+ * receive routing headers. */
 LSM_PROBE(socket_setsockopt, struct socket *sock, int level, int optname)
 {
 	struct bh_conn c = {.reason = BH_REASON_ROUTING};
 	struct bh_sock s = {};
 	void *sk = NULL;
 
-	if (!((level == BH_SOL_IP && optname == BH_IP_OPTIONS) ||
+	if (!((level == BH_SOL_IP && (optname == BH_IP_OPTIONS || optname == BH_IP_FREEBIND)) ||
 	      (level == BH_SOL_IPV6 &&
 	       (optname == BH_IPV6_RTHDR || optname == BH_IPV6_2292PKTOPTIONS ||
-		optname == BH_IPV6_NEXTHOP))))
+		optname == BH_IPV6_NEXTHOP || optname == BH_IPV6_FLOWLABEL_MGR ||
+		optname == BH_IPV6_FREEBIND)) ||
+	      (level == BH_SOL_SOCKET && optname == BH_SO_BROADCAST)))
 		return 0;
 	BH_READ(sk, sock, BH_OFF_SOCKET_SK);
 	if (!sk)
@@ -736,26 +731,35 @@ LSM_PROBE(socket_setsockopt, struct socket *sock, int level, int optname)
 	return bh_judge(&c, BH_HOOK_SETSOCKOPT);
 }
 
-/* SCTP reaches addresses no socket hook sees (the peer's advertised ones
+/* Families whose sockets send to IP addresses through kernel sockets that
+ * no hook judges (AF_SMC's TCP fallback, RDS over TCP, RxRPC, PPPoE...) are
+ * refused in judged scopes, before their module loads; these remain:
+ * AF_UNIX, AF_INET, AF_INET6, AF_NETLINK, and AF_PACKET and AF_KEY, which
+ * need CAP_NET_RAW or CAP_NET_ADMIN (out of scope), and AF_ALG (crypto).
+ * SCTP reaches addresses no socket hook sees (the peer's advertised ones
  * become paths on their own): its sockets exist in a judged scope only
- * where the policy names the protocol (bh_judge). The protocol is the
- * socket's own, so SOCK_SEQPACKET with protocol 0 is caught too. */
-LSM_PROBE(socket_post_create, struct socket *sock, int family, int type, int protocol, int kern)
+ * where the policy names the protocol (bh_judge). inet_create takes
+ * SOCK_SEQPACKET with protocol 0 as SCTP, the only protocol of that type. */
+#define BH_AF_KEY 15
+#define BH_AF_NETLINK 16
+#define BH_AF_PACKET 17
+#define BH_AF_ALG 38
+#define BH_SOCK_SEQPACKET 5
+LSM_PROBE(socket_create, int family, int type, int protocol, int kern)
 {
-	struct bh_conn c = {.reason = BH_REASON_SCTP};
-	struct bh_sock s = {};
-	void *sk = NULL;
+	struct bh_conn c = {.family = family};
 
-	if (kern || (family != AF_INET && family != AF_INET6))
+	if (kern || family == AF_UNIX || family == BH_AF_NETLINK || family == BH_AF_PACKET ||
+	    family == BH_AF_KEY || family == BH_AF_ALG)
 		return 0;
-	BH_READ(sk, sock, BH_OFF_SOCKET_SK);
-	if (!sk)
-		return 0;
-	bh_sock_read(sk, &s);
-	if (s.protocol != IPPROTO_SCTP)
-		return 0;
-	c.family = s.family;
-	c.proto = IPPROTO_SCTP;
+	if (family == AF_INET || family == AF_INET6) {
+		if (protocol != IPPROTO_SCTP && !(type == BH_SOCK_SEQPACKET && protocol == 0))
+			return 0;
+		c.proto = IPPROTO_SCTP;
+		c.reason = BH_REASON_SCTP;
+	} else {
+		c.reason = BH_REASON_FAMILY;
+	}
 	return bh_judge(&c, BH_HOOK_SOCKET);
 }
 
@@ -787,7 +791,7 @@ LSM_PROBE(sctp_bind_connect, struct sock *sk, int optname, struct sockaddr *addr
 		c.family = s.family;
 		c.proto = IPPROTO_SCTP;
 		c.reason = BH_REASON_ADDRESS;
-	} else if (bh_parse(&c, sk, &s, address, addrlen, 1) == BH_SKIP) {
+	} else if (bh_parse(&c, &s, address, addrlen, 1) == BH_SKIP) {
 		return 0;
 	}
 	return bh_judge(&c, BH_HOOK_SCTP);
@@ -834,7 +838,8 @@ static __always_inline int bh_pattern_match(struct bh_pattern *p, const char *na
 	if (!bh_starts_with(name, p->prefix, plen))
 		return 0;
 	u32 off = name_len - slen;
-	if (off > BH_UNIT_NAME_LEN - BH_PATTERN_LEN)
+	/* name is a struct bh_mkdir_name: BH_PATTERN_LEN bytes follow it. */
+	if (off >= BH_UNIT_NAME_LEN)
 		return 0;
 	bpf_probe_read_kernel(tail, sizeof(tail), name + off);
 	return bh_starts_with((const char *)tail, p->suffix, slen);
@@ -854,6 +859,19 @@ static __always_inline void bh_assign(u32 gen, u64 id, u64 parent, struct bh_uni
 	struct bh_scope_key sk = {.gen = gen, .cgroup_id = parent};
 	if (!slices.lookup(&sk))
 		return;
+	/* A new slice directly below a known slice is known too, whether or
+	 * not it has a policy of its own: its units are named below it. */
+	if (name_len >= 6 && name_len < BH_UNIT_NAME_LEN) {
+		char tail[8] = {};
+		bpf_probe_read_kernel(tail, 6, uk->name + name_len - 6);
+		if (tail[0] == '.' && tail[1] == 's' && tail[2] == 'l' && tail[3] == 'i' &&
+		    tail[4] == 'c' && tail[5] == 'e') {
+			u32 one = 1;
+			sk.cgroup_id = id;
+			if (slices.update(&sk, &one))
+				bh_count(BH_G_SCOPE_FULL);
+		}
+	}
 	uk->gen = gen;
 	uk->parent_id = 0;
 	v = unit_names.lookup(uk);
@@ -861,15 +879,6 @@ static __always_inline void bh_assign(u32 gen, u64 id, u64 parent, struct bh_uni
 		struct bh_scope_val copy = *v;
 		bh_record(&ck, &copy);
 		return;
-	}
-	/* A new slice directly below a known slice is known too. */
-	struct bh_pattern slice = {.suffix_len = 6};
-	__builtin_memcpy(slice.suffix, ".slice", 6);
-	if (bh_pattern_match(&slice, uk->name, name_len)) {
-		u32 one = 1;
-		sk.cgroup_id = id;
-		if (slices.update(&sk, &one))
-			bh_count(BH_G_SCOPE_FULL);
 	}
 	for (int i = 0; i < 2 * BH_MAX_PATTERNS; i++) {
 		int idx = i;
@@ -914,23 +923,30 @@ static __always_inline int bh_cgroup_ids(void *cgrp, u64 *id, u64 *parent, char 
 	return 1;
 }
 
+/* The new cgroup's name, with room after it for bh_pattern_match to read
+ * a whole BH_PATTERN_LEN window ending anywhere in the name. */
+struct bh_mkdir_name {
+	struct bh_unit_key uk;
+	char pad[BH_PATTERN_LEN];
+};
+
 RAW_TRACEPOINT_PROBE(cgroup_mkdir)
 {
-	struct bh_unit_key uk = {};
+	struct bh_mkdir_name n = {};
 	u64 id = 0, parent = 0;
 	u32 name_len = 0;
 	int zero = 0;
 	struct bh_state *st = state.lookup(&zero);
 
-	if (!st || !bh_cgroup_ids((void *)ctx->args[0], &id, &parent, uk.name, &name_len) ||
+	if (!st || !bh_cgroup_ids((void *)ctx->args[0], &id, &parent, n.uk.name, &name_len) ||
 	    !parent)
 		return 0;
 	if (st->active_gen)
-		bh_assign(st->active_gen, id, parent, &uk, name_len);
+		bh_assign(st->active_gen, id, parent, &n.uk, name_len);
 	/* A reload in progress writes pending_gen; its cgroup walk may already
 	 * have passed this parent. */
 	if (st->pending_gen && st->pending_gen != st->active_gen)
-		bh_assign(st->pending_gen, id, parent, &uk, name_len);
+		bh_assign(st->pending_gen, id, parent, &n.uk, name_len);
 	return 0;
 }
 

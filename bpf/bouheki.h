@@ -33,7 +33,7 @@
 #define BH_HOOK_CONNECT 0
 #define BH_HOOK_SENDMSG 1
 #define BH_HOOK_SETSOCKOPT 2
-#define BH_HOOK_SOCKET 3      /* socket_post_create */
+#define BH_HOOK_SOCKET 3      /* socket_create */
 #define BH_HOOK_SCTP 4        /* sctp_bind_connect: connectx, primary paths */
 
 /* Why a hook refused, in bh_event.reason. BH_REASON_POLICY: the rules
@@ -44,6 +44,7 @@
 #define BH_REASON_SCTP 3      /* SCTP in a scope whose policy does not name it */
 #define BH_REASON_BATCH 4     /* sendmmsg naming destinations: the kernel skips
 			       * the hook for repeated names (____sys_sendmsg) */
+#define BH_REASON_FAMILY 5    /* a socket family the programs do not judge */
 
 /* global counter slots */
 #define BH_G_CHECKS 0        /* hook invocations that were judged */
@@ -139,7 +140,7 @@ struct bh_id_key {
 
 /* A unit's cgroup that does not exist yet: when systemd creates a directory
  * called name directly below an undelegated slice, it gets policy at once. */
-#define BH_UNIT_NAME_LEN 128
+#define BH_UNIT_NAME_LEN 256 /* systemd's longest unit name, 255 bytes, and a NUL */
 struct bh_unit_key {
 	__u32 gen;
 	__u32 pad;

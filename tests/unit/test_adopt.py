@@ -15,7 +15,7 @@ from bouheki.kernel.pinning import Pins
 SOURCE = (Path(__file__).resolve().parents[2] / "bpf" / "bouheki.bpf.c").read_text()
 PROGRAMS = {
     *("lsm__socket_connect", "lsm__socket_sendmsg", "lsm__socket_setsockopt"),
-    *("lsm__socket_post_create", "lsm__sctp_bind_connect", "cgroup_mkdir", "cgroup_rmdir"),
+    *("lsm__socket_create", "lsm__sctp_bind_connect", "cgroup_mkdir", "cgroup_rmdir"),
 }
 TAG = "0123456789abcdef"
 

@@ -113,3 +113,54 @@ def test_a_stop_that_is_no_restart_detaches(
     rc, log = run_until(tmp_path, monkeypatch, lambda d, bus: d.stopping.set(), restarting=False)
     assert rc == main.EXIT_OK
     assert log == ["clear", "close, detach"]
+
+
+def test_enforcement_does_not_wait_for_the_bus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_reader: None
+) -> None:
+    """At boot bouheki starts before dbus.socket (sysinit.target lies
+    between them): it applies the policy and says READY=1 with no bus, and
+    serves the API once the bus answers."""
+    sock = tmp_path / "later" / "bus"
+    monkeypatch.setenv("BOUHEKI_BUS_ADDRESS", f"unix:path={sock}")
+    log: list[str] = []
+    d = daemon(tmp_path, log)
+
+    async def scenario() -> tuple[bool, bool, int]:
+        run = asyncio.create_task(d.run())
+        for _ in range(200):
+            if d.engine.running is not None:
+                break
+            await asyncio.sleep(0.05)
+        enforcing_without_bus = d.engine.running is not None and d.bus_service is None
+        bus = PrivateBus(system_like=True)
+        try:
+            sock.parent.mkdir()
+            sock.symlink_to(bus.address.partition("unix:path=")[2].split(",")[0])
+            for _ in range(200):
+                if d.bus_service is not None:
+                    break
+                await asyncio.sleep(0.05)
+            served_later = d.bus_service is not None
+            d.stopping.set()
+            return enforcing_without_bus, served_later, await asyncio.wait_for(run, 15)
+        finally:
+            bus.close()
+
+    enforcing_without_bus, served_later, rc = asyncio.run(scenario())
+    assert enforcing_without_bus
+    assert served_later
+    assert rc == main.EXIT_OK
+
+
+def test_log_lines_carry_their_priority_for_journald() -> None:
+    import logging
+
+    def line(level: int, to_journal: bool) -> str:
+        record = logging.LogRecord("bouheki", level, __file__, 1, "a\nb", None, None)
+        return main.JournalPrefix(to_journal).format(record)
+
+    assert line(logging.WARNING, True) == "<4>a\n<4>b"
+    assert line(logging.ERROR, True) == "<3>a\n<3>b"
+    assert line(logging.INFO, True) == "<6>a\n<6>b"
+    assert line(logging.WARNING, False) == "WARNING a\nb"

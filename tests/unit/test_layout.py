@@ -67,6 +67,13 @@ def test_constants_match_header() -> None:
         "BH_G_SCOPE_FULL": layout.G_SCOPE_FULL,
         "BH_G_MAX": layout.G_MAX,
         "BH_POLICY_SCTP": tables.POLICY_SCTP,
+        "BH_UNIT_NAME_LEN": tables.UNIT_NAME_LEN,
+        "BH_PATTERN_LEN": tables.PATTERN_LEN,
+        "BH_MAX_PATTERNS": layout.MAX_PATTERNS,
+        "BH_COMM_LEN": tables.COMM_LEN,
+        "BH_MAX_RULES": tables.MAX_RULES,
+        "BH_MAX_POLICIES": tables.MAX_POLICIES,
+        "BH_DEFAULT_RULE": tables.DEFAULT_RULE,
     }
     assert {k: int(defines[k]) for k in ours} == ours
     flags = [v for k, v in ours.items() if k.startswith("BH_POLICY_")]

@@ -89,7 +89,8 @@ def test_assign_ids() -> None:
         ("docker-*.scope", "docker-*.scope"),
         ("getty@.service", "getty@*.service"),
         ("getty@tty1.service", None),
-        ("machine-[ab].slice", "machine-[ab].slice"),
+        ("a" * 247 + ".service", None),  # systemd's longest: 255 bytes
+        ("x" * 32 + "*" + "y" * 26 + ".scope", "x" * 32 + "*" + "y" * 26 + ".scope"),
     ],
 )
 def test_unit_glob(unit: str, glob: str | None) -> None:
@@ -97,6 +98,14 @@ def test_unit_glob(unit: str, glob: str | None) -> None:
     assert unit_glob(unit) == glob
 
 
-@pytest.mark.parametrize("unit", ["", ".service", "x.timer", "x.device", "a/b.service"])
+@pytest.mark.parametrize(
+    "unit",
+    [
+        *("", ".service", "x.timer", "x.device", "a/b.service", "a" * 256 + ".service"),
+        # Patterns the kernel cannot match at cgroup creation are refused.
+        *("machine-[ab].slice", "a?.service", "a*b*.service", "x" * 33 + "*.service"),
+        "a" * 248 + ".service",
+    ],
+)
 def test_check_unit_name_rejects(unit: str) -> None:
     assert check_unit_name(unit) is not None

@@ -120,8 +120,8 @@ def design_action(spec: PolicySpec, c: Connection, env: Environment) -> Action:
     if c.proto == Proto.SCTP and not any(r.protocol == Proto.SCTP for r in spec.rules):
         return Action.BLOCK
     addr = unmap(ipaddress.ip_address(c.daddr))
-    if addr.is_unspecified:  # 0.0.0.0 and :: are this host
-        addr = ipaddress.ip_address("127.0.0.1" if addr.version == 4 else "::1")
+    if addr.is_unspecified:  # 0.0.0.0 and :: are refused
+        return Action.BLOCK
     for rule in spec.rules:
         if _rule_matches(rule, addr, c, env):
             return rule.action

@@ -12,7 +12,7 @@ import socket
 from typing import Optional, Union
 
 from bouheki.policy.model import AddressSet, Dest, DomainName, fold_mapped
-from bouheki.policy.tables import COMM_LEN, PROTOCOL_NAMES, Action
+from bouheki.policy.tables import COMM_LEN, PATTERN_LEN, PROTOCOL_NAMES, Action
 
 ADDRESS_SETS = ("lan", "loopback", "link-local", "multicast")
 MAX_ID = 2**32 - 2  # (uid_t)-1 means "no id" to the kernel
@@ -267,4 +267,19 @@ def check_unit_name(unit: str) -> Union[str, None]:
     stem = unit.rsplit(".", 1)[0]
     if not stem:
         return f"'{unit}' is not a unit name"
+    glob = unit_glob(unit)
+    if glob is not None:
+        # The kernel gives a new cgroup its policy by name before anything
+        # runs in it (cgroup_mkdir): only patterns it can match are taken.
+        prefix, star, suffix = glob.partition("*")
+        if not star or any(c in glob for c in "?[]!") or "*" in suffix:
+            return (
+                f"'{unit}' is a pattern the kernel cannot match when a unit starts: "
+                "use one '*' (PREFIX*SUFFIX, e.g. docker-*.scope) and no ?, [ ] or !"
+            )
+        if max(len(prefix.encode()), len(suffix.encode())) > PATTERN_LEN:
+            return (
+                f"'{unit}': the text before and after '*' may be at most "
+                f"{PATTERN_LEN} bytes each (the kernel matches it when a unit starts)"
+            )
     return None

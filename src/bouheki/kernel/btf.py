@@ -174,8 +174,6 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("BH_OFF_SOCK_TYPE", "sock", "sk_type"),
     ("BH_OFF_SOCK_COMMON", "sock", "__sk_common"),
     ("BH_OFF_SKC_FAMILY", "sock_common", "skc_family"),
-    ("BH_OFF_SKC_RCV_SADDR", "sock_common", "skc_rcv_saddr"),
-    ("BH_OFF_SKC_V6_RCV_SADDR", "sock_common", "skc_v6_rcv_saddr"),
     ("BH_OFF_MSGHDR_NAME", "msghdr", "msg_name"),
     ("BH_OFF_MSGHDR_NAMELEN", "msghdr", "msg_namelen"),
     ("BH_OFF_MSGHDR_CONTROL", "msghdr", "msg_control"),

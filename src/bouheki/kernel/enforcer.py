@@ -43,13 +43,9 @@ class Enforcer:
         patterns: list[UnitPattern] = []
         names = [UnitName(0, b.unit, b.policy) for b in plan.exact.values()]
         for b in plan.patterns:
+            # The loader refuses every other shape (config/values.py).
             shape = simple_pattern(b.unit)
-            if shape is None:
-                warnings.append(
-                    f"{b.unit}: only PREFIX*SUFFIX patterns are matched by the kernel when a "
-                    "cgroup is created; this one is matched when bouheki walks the tree"
-                )
-                continue
+            assert shape is not None, b.unit
             patterns.append(UnitPattern(0, shape[0], shape[1], b.policy))
         covered: dict[int, tuple[str, int]] = {}
 
@@ -64,6 +60,10 @@ class Enforcer:
             unit_names=names,
             patterns=patterns,
         )
+        # Ours enforce this policy now: programs they replace may go.
+        release = getattr(self.programs, "release_predecessors", None)
+        if release is not None:
+            release()
         return Applied(gen, covered, warnings)
 
     def clear(self) -> None:

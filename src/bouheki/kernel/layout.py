@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ctypes as ct
 
-from ..policy.tables import COMM_LEN
+from ..policy.tables import COMM_LEN, PATTERN_LEN, UNIT_NAME_LEN
 
 
 class State(ct.Structure):
@@ -96,9 +96,7 @@ class IdKey(ct.Structure):
     ]
 
 
-UNIT_NAME_LEN = 128
 MAX_PATTERNS = 16
-PATTERN_LEN = 32
 
 
 class UnitKey(ct.Structure):

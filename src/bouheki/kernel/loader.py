@@ -83,6 +83,25 @@ class Programs:
         self._map_fds = map_fds
         self._link_fds = link_fds or []
         self.adopted: list[str] = []  # predecessor instances whose links we replaced or took
+        self._keep_layout: str | None = None  # set while predecessors still enforce
+
+    def pending_release(self) -> list[str]:
+        """Earlier instances whose programs still enforce beside ours."""
+        if self.pins is None or self._keep_layout is None:
+            return []
+        return [d.name.partition("_")[2] or d.name for d in self.pins.others()]
+
+    def release_predecessors(self) -> list[str]:
+        """Unpin the programs of earlier instances, once ours enforce the
+        policy (Enforcer.apply): until then both judge and theirs block what
+        the policy denies. Returns the instances released."""
+        if self.pins is None or self._keep_layout is None:
+            return []
+        released = self.pins.release_others()
+        self.pins.prune_layouts(keep=self._keep_layout)
+        self._keep_layout = None
+        self.adopted += released
+        return released
 
     @property
     def compiled(self) -> bool:
@@ -148,9 +167,12 @@ def load(
         cflags.append(f'-DBH_PIN_DIR="{pins.maps_dir(tag)}"')
         programs = Programs(_compile(BPF, src, cflags), sizes, pins)
         pins.pin_links(programs.bpf, tag)
-    # Only now, with ours attached (or adopted), may the predecessors' go.
-    programs.adopted += pins.release_others()
-    pins.prune_layouts(keep=tag)
+    programs._keep_layout = tag
+    if taken is not None:
+        # Adopted maps hold the running policy: the predecessors may go now.
+        programs.release_predecessors()
+    # Compiled ones start empty (no generation: they judge nothing): the
+    # predecessors' programs keep blocking until the first apply fills ours.
     return programs
 
 

@@ -90,16 +90,20 @@ class Pins:
         (self._links() / name).rename(target)
         return target
 
+    def others(self) -> list[Path]:
+        """The link directories of every other instance."""
+        links = self._links()
+        if not links.is_dir():
+            return []
+        return [d for d in links.iterdir() if not d.name.endswith(f"_{self.instance}")]
+
     def release_others(self) -> list[str]:
         """Unpin the links of every other instance: their programs detach
         once no file descriptor holds them (their daemons are gone)."""
         released = []
-        links = self._links()
-        if links.is_dir():
-            for d in links.iterdir():
-                if not d.name.endswith(f"_{self.instance}"):
-                    shutil.rmtree(d, ignore_errors=True)
-                    released.append(d.name.partition("_")[2] or d.name)
+        for d in self.others():
+            shutil.rmtree(d, ignore_errors=True)
+            released.append(d.name.partition("_")[2] or d.name)
         return released
 
     def prune_layouts(self, keep: str) -> None:

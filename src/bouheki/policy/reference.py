@@ -30,8 +30,9 @@ def reference_decide(policy: LoweredPolicy, c: Connection, policy_id: int = 0) -
         verdict = Verdict.WOULD_BLOCK if policy.monitor else Verdict.BLOCKED
         return Decision(verdict, Action.BLOCK, DEFAULT_RULE, None, policy_id, reason=Reason.SCTP)
     addr = unmap(ipaddress.ip_address(c.daddr))
-    if addr.is_unspecified:  # the kernel sends it to this host
-        addr = ipaddress.ip_address("127.0.0.1" if addr.version == 4 else "::1")
+    if addr.is_unspecified:  # this host, at an address the kernel picks: refused
+        verdict = Verdict.WOULD_BLOCK if policy.monitor else Verdict.BLOCKED
+        return Decision(verdict, Action.BLOCK, DEFAULT_RULE, None, policy_id, reason=Reason.ADDRESS)
     port = c.dport if c.proto in PORT_PROTOCOLS else 0
     comm = kernel_comm(c.comm)
     for index, rule in enumerate(policy.rules):

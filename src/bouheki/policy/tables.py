@@ -23,6 +23,11 @@ MAX_POLICIES = 1024
 # Rule index reported when no rule matched and the policy default decided.
 DEFAULT_RULE = MAX_RULES
 COMM_LEN = 16
+# A unit's cgroup name as cgroup_mkdir reads it: systemd's 255 bytes and a NUL.
+UNIT_NAME_LEN = 256
+# Unit patterns the kernel matches at cgroup creation: PREFIX*SUFFIX, each
+# side at most this long.
+PATTERN_LEN = 32
 
 # LPM key data starts with {u32 gen, u32 policy}: 64 bits always matched.
 LPM_SCOPE_BITS = 64
@@ -75,7 +80,7 @@ class Hook(IntEnum):
     CONNECT = 0
     SENDMSG = 1
     SETSOCKOPT = 2
-    SOCKET = 3  # socket_post_create
+    SOCKET = 3  # socket_create
     SCTP = 4  # sctp_bind_connect
 
 
@@ -88,6 +93,7 @@ class Reason(IntEnum):
     ROUTING = 2  # an option or ancillary data that routes packets elsewhere
     SCTP = 3  # SCTP where the policy does not name it
     BATCH = 4  # sendmmsg of several named messages (the kernel skips the hook for repeats)
+    FAMILY = 5  # a socket family the programs do not judge (AF_SMC, AF_RDS...)
 
 
 REASON_WORDS: dict[Reason, str] = {
@@ -96,6 +102,7 @@ REASON_WORDS: dict[Reason, str] = {
     Reason.ROUTING: "routing-option",
     Reason.SCTP: "sctp-not-named",
     Reason.BATCH: "batched-send",
+    Reason.FAMILY: "socket-family",
 }
 
 
@@ -180,7 +187,7 @@ class Connection:
 
     daddr is the destination as the socket gave it; an IPv4-mapped IPv6
     address is judged as IPv4 (the twin unmaps it, like the kernel does), and
-    the unspecified address as loopback. proto is a Proto value (raw sockets
+    the unspecified address is refused. proto is a Proto value (raw sockets
     RAW); the port of a protocol without ports is judged as 0.
     """
 

@@ -35,14 +35,10 @@ def _lpm(table: dict[tuple[int, int], int], addr: int, width: int) -> int | None
 
 
 def judged_address(daddr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """The address the hooks judge (bh_parse): ::ffff:a.b.c.d as IPv4, and
-    the unspecified address as loopback, which is where the kernel sends it
-    (bh_any_is_local; a socket bound to a local address reaches that one)."""
+    """The address the hooks judge (bh_parse): ::ffff:a.b.c.d as IPv4."""
     addr = ipaddress.ip_address(daddr)
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
-    if addr.is_unspecified:
-        return ipaddress.ip_address("127.0.0.1" if addr.version == 4 else "::1")
     return addr
 
 
@@ -84,6 +80,10 @@ def decide(t: PolicyTables, c: Connection) -> Decision:
         raise ValueError(f"AF_INET connection to an IPv6 address {c.daddr}")
     if c.proto == Proto.SCTP and not t.flags & POLICY_SCTP:
         return refused(t, Reason.SCTP)
+    # 0.0.0.0 and :: are this host, at an address the kernel picks from the
+    # socket's binding and options: refused rather than guessed.
+    if judged_address(c.daddr).is_unspecified:
+        return refused(t, Reason.ADDRESS)
 
     # A destination with port 0 is still a destination: judged like any.
     m = _dst_mask(t, c.daddr)

@@ -111,12 +111,20 @@ class Engine:
         ps = await self._in_thread(self._load)
         factory = self._enforcer_factory or _default_enforcer
         self.enforcer = await self._in_thread(factory)
+        programs = self.enforcer.programs
+        replacing = getattr(programs, "pending_release", lambda: [])()
         try:
             result = await self._apply(ps, time.monotonic())
         except BaseException:
             self.enforcer.close()
             self.enforcer = None
             raise
+        if replacing:
+            log.info(
+                "replaced the pinned programs of %s: ours enforced the policy before "
+                "theirs were released, enforcement never lapsed",
+                ", ".join(replacing),
+            )
         self._events = EventReader(self.enforcer.programs, self._on_event_thread)
         self._events.start()
         self.names.start(self.refresh)
@@ -480,11 +488,10 @@ def _default_enforcer() -> Enforcer:
     # pinned (they are then replaced with no window, as after an upgrade).
     adopt = os.environ.get("BOUHEKI_REPLACE_PROGRAMS", "") not in ("1", "yes", "true")
     programs = kloader.load(pins=Pins(), adopt=adopt)
-    before = ", ".join(programs.adopted)
     if not programs.compiled:
         log.info("adopted the pinned programs of %s as they are: nothing recompiled, "
-                 "enforcement never lapsed", before)  # fmt: skip
-    elif programs.adopted:
-        log.info("replaced the pinned programs of %s: ours attached first, enforcement "
-                 "never lapsed", before)  # fmt: skip
+                 "enforcement never lapsed", ", ".join(programs.adopted))  # fmt: skip
+    elif before := programs.pending_release():
+        log.info("compiled new programs; the pinned ones of %s keep enforcing until "
+                 "the first policy is applied to ours", ", ".join(before))  # fmt: skip
     return Enforcer(programs)

@@ -73,6 +73,7 @@ class Daemon:
         self.bus_service: Any = None
         self.bus: Any = None
         self.bus_lost = False
+        self.bus_failed = False
 
     def set_status(self) -> None:
         notify(f"STATUS={self.engine.status_line()}")
@@ -108,8 +109,35 @@ class Daemon:
         from ..bus.connection import connect, resolve_bus
         from ..bus.server import serve
 
-        self.bus = await connect(resolve_bus())
-        self.bus_service = await serve(self.engine, self.bus)
+        bus = await connect(resolve_bus())
+        self.bus_service = await serve(self.engine, bus)
+        self.bus = bus
+        watch = asyncio.get_running_loop().create_task(bus.wait_for_disconnect())
+        watch.add_done_callback(self._on_bus_lost)
+
+    async def serve_bus_when_up(self) -> None:
+        """At boot bouheki starts before the system bus does: it must enforce
+        before the units it guards start, and dbus.socket comes only after
+        sysinit.target. Enforcement does not wait for the bus; the API is
+        served as soon as the bus answers."""
+        delay = 0.2
+        while not self.stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=delay)
+            if self.stopping.is_set():
+                return
+            try:
+                await self.serve_bus()
+            except OSError:
+                delay = min(delay * 2, 5.0)
+                continue
+            except Exception as e:  # reached, but the name cannot be ours
+                log.error("D-Bus: %s: exiting", e)
+                self.bus_failed = True
+                self.stopping.set()
+                return
+            log.info("the system bus is up: serving the D-Bus API")
+            return
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -120,15 +148,22 @@ class Daemon:
         except api.ConfigInvalid as e:
             for p in e.problems:
                 print(f"bouheki: {p}", file=sys.stderr)
+            notify(f"STATUS=configuration invalid: {e.problems[0] if e.problems else e}")
             return EXIT_CONFIG
         except KernelUnsupported as e:
             print(f"bouheki: {e}", file=sys.stderr)
+            notify(f"STATUS=kernel unsupported: {e}")
             return EXIT_KERNEL
         for w in result.warnings:
             log.warning("%s", w)
+        bus_later = None
         if not self.args.no_bus:
             try:
                 await self.serve_bus()
+            except OSError as e:
+                log.warning("the system bus does not answer yet (%s): enforcing now; the D-Bus "
+                            "API follows as soon as it does", e)  # fmt: skip
+                bus_later = loop.create_task(self.serve_bus_when_up())
             except Exception as e:
                 print(f"bouheki: D-Bus: {e}", file=sys.stderr)
                 self.engine.stop()
@@ -136,9 +171,6 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
-        if self.bus is not None:
-            watch = loop.create_task(self.bus.wait_for_disconnect())
-            watch.add_done_callback(self._on_bus_lost)
         self.engine.journal.started(self.engine.mode_summary())
         # Only now: programs attached, policy applied, SIGHUP handled.
         notify("READY=1")
@@ -154,11 +186,13 @@ class Daemon:
             log.info("restarting: the pinned programs keep enforcing meanwhile")
         watchdog.cancel()
         status.cancel()
+        if bus_later is not None:
+            bus_later.cancel()
         if self.bus_service is not None and not self.bus_lost:
             await self.bus_service.close()
             self.bus.disconnect()
         self.engine.stop(keep_pinned=keep)
-        return EXIT_BUS if self.bus_lost else EXIT_OK
+        return EXIT_BUS if self.bus_lost or self.bus_failed else EXIT_OK
 
     def _on_bus_lost(self, task: asyncio.Task[Any]) -> None:
         error = None if task.cancelled() else task.exception()
@@ -211,11 +245,45 @@ def warm_imports(modules: tuple[str, ...]) -> threading.Thread:
     return t
 
 
+# logging's levels as syslog priorities, for journald (sd-daemon(3)).
+_PRIORITIES = {
+    logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2
+}  # fmt: skip
+
+
+class JournalPrefix(logging.Formatter):
+    """Under systemd, stderr goes to journald, which reads a "<N>" prefix as
+    the line's priority: `journalctl -p warning -u bouheki` then shows the
+    daemon's warnings and errors. Elsewhere, the level's name."""
+
+    def __init__(self, to_journal: bool) -> None:
+        super().__init__("%(message)s" if to_journal else "%(levelname)s %(message)s")
+        self.to_journal = to_journal
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if not self.to_journal:
+            return text
+        prio = _PRIORITIES.get(record.levelno, 6)
+        # Every line of a multi-line message is a journal entry of its own.
+        return "\n".join(f"<{prio}>{line}" for line in text.splitlines() or [""])
+
+
+def stderr_is_journal() -> bool:
+    """$JOURNAL_STREAM names stderr's device and inode when systemd connected it."""
+    dev_ino = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return dev_ino == f"{st.st_dev}:{st.st_ino}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(levelname)s %(message)s", stream=sys.stderr
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JournalPrefix(stderr_is_journal()))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     if args.check:
         dirs = args.search_dirs or list(loader.DEFAULT_SEARCH_DIRS)
         rep = loader.check_config(args.config, dirs)

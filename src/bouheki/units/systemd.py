@@ -15,7 +15,11 @@ RESTARTING_JOBS = ("restart", "try-restart", "reload-or-restart", "reload-or-try
 
 
 async def _call(bus: Any, path: str, interface: str, member: str, sig: str, body: list) -> Any:
-    from dbus_next import Message, MessageType
+    # The same fallback as bus/_dbus.py: dbus-fast where dbus-next is absent.
+    try:
+        from dbus_next import Message, MessageType
+    except ImportError:  # pragma: no cover - exercised only where dbus-fast is installed
+        from dbus_fast import Message, MessageType  # type: ignore[no-redef]
 
     reply = await bus.call(
         Message(destination=SYSTEMD, path=path, interface=interface, member=member,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 
 import labkit
 import pytest
@@ -74,6 +75,9 @@ def test_address_forms_the_kernel_accepts_are_judged(
         "12-byte sockaddr_in": ["connect", INET, DGRAM, 0, sin(V4, 9)[:12].hex()],
         "1-byte name": ["sendto", INET, DGRAM, 0, "02"],
         "v6 name on a v4 socket": ["sendto", INET, DGRAM, 0, sin6(V6, 9).hex()],
+        # This host, at an address the kernel picks from bindings and options.
+        "0.0.0.0": ["connect", INET, STREAM, 0, sin("0.0.0.0", 80).hex()],
+        "::": ["sendto", INET6, DGRAM, 0, sin6("::", 9).hex()],
     }  # fmt: skip
     got = dict(zip(variants, labkit.attack(list(variants.values()))))
     assert got == {name: EPERM for name in variants}
@@ -86,7 +90,7 @@ def test_address_forms_the_kernel_accepts_are_judged(
     assert capture.packets() == []
     events = denied.take_events()
     assert all(e.verdict == Verdict.BLOCKED for e in events)
-    assert reasons(events) == ["ADDRESS"] * 4 + ["POLICY"] * 9
+    assert reasons(events) == ["ADDRESS"] * 6 + ["POLICY"] * 9
     judged = [e for e in events if e.reason == Reason.POLICY]
     assert {e.daddr for e in judged} == {V4, V6}
     assert all(e.uid == 1000 for e in events)
@@ -112,12 +116,19 @@ def test_port_zero_is_a_destination(denied: labkit.Kernel, capture: labkit.Captu
     assert sorted(e.dport for e in events) == [0, 0, 0, 0, 0, 9]
 
 
+def flowlabel_req(dst: str) -> bytes:
+    """struct in6_flowlabel_req asking for a new exclusive label towards dst."""
+    return (socket.inet_pton(socket.AF_INET6, dst) + struct.pack(">I", 0x12345)
+            + struct.pack("=BBHHHI", 0, 1, 1, 0, 0, 0))  # GET, EXCL, CREATE  # fmt: skip
+
+
 def test_options_that_route_elsewhere_are_refused(
     denied: labkit.Kernel, capture: labkit.Capture
 ) -> None:
     # The detour: packets addressed to an allowed host, routed through a denied one.
     assert labkit.attack([["sendto", INET6, DGRAM, 0, sin6(V6, 9).hex()]]) == [EPERM]
     rt = rthdr2(V6).hex()
+    one = struct.pack("i", 1).hex()
     opts = cmsg(SOL_IPV6, 57, rthdr2(V6)).hex()  # IPV6_RTHDR inside IPV6_2292PKTOPTIONS
     name = sin6(OK6, 9).hex()
     got = labkit.attack([
@@ -131,8 +142,15 @@ def test_options_that_route_elsewhere_are_refused(
         # the routing header would ride on the second message unseen.
         ["sendmmsg_batch", INET6, [name, name], ["", cmsg(SOL_IPV6, 57, rthdr2(V6)).hex()],
          40017],
+        # A flow label carries options of its own, a routing header among them.
+        ["setsockopt_then_send", INET6, SOL_IPV6, 32, flowlabel_req(OK6).hex(), OK6, 9, 40020],
+        # A denied source: the kernel's ICMP errors and echo replies go to it.
+        ["setsockopt_then_send", INET, SOL_IP, 15, one, OK4, 9, 40021],  # IP_FREEBIND
+        ["setsockopt_then_send", INET6, SOL_IPV6, 78, one, OK6, 9, 40022],  # IPV6_FREEBIND
+        # A broadcast to an allowed network reaches its denied hosts too.
+        ["setsockopt_then_send", INET, 1, 6, one, "10.0.1.255", 9, 40023],  # SO_BROADCAST
     ])  # fmt: skip
-    assert got == [EPERM] * 7
+    assert got == [EPERM] * 11
     assert labkit.attack([
         ["sendmmsg_batch", INET6, [name], [""], 40018],  # one message: judged as usual
         # IPV6_2292RTHDR as an option only asks to receive routing headers.
@@ -140,10 +158,35 @@ def test_options_that_route_elsewhere_are_refused(
     ]) == [0, 0]  # fmt: skip
     assert capture.packets() == []
     events = denied.take_events()
-    assert reasons(events) == ["BATCH"] + ["POLICY"] + ["ROUTING"] * 6
+    assert reasons(events) == ["BATCH"] + ["POLICY"] + ["ROUTING"] * 10
     hooks = {e.hook for e in events if e.reason == Reason.ROUTING}
     assert hooks == {Hook.SETSOCKOPT, Hook.SENDMSG}
     assert denied.global_counts().refused >= 7
+
+
+def test_socket_families_that_send_through_kernel_sockets_are_refused(
+    denied: labkit.Kernel, capture: labkit.Capture
+) -> None:
+    """AF_SMC falls back to a kernel TCP socket, RDS opens TCP connections
+    from a kworker, RxRPC resends from one: no hook sees those. Refused in
+    judged scopes before their modules load."""
+    assert labkit.attack([["connect", INET, STREAM, 0, sin(V4, 80).hex()]]) == [EPERM]
+    families = {
+        "AF_SMC": [43, STREAM, 0],
+        "AF_RDS": [21, 5, 0],
+        "AF_RXRPC": [33, DGRAM, INET],
+        "AF_PPPOX": [24, STREAM, 0],
+        "AF_VSOCK": [40, STREAM, 0],
+        "AF_TIPC": [30, 4, 0],
+    }
+    got = labkit.attack([["socket_create", *args] for args in families.values()])
+    assert dict(zip(families, got)) == {f: EPERM for f in families}
+    allowed = [[1, STREAM, 0], [16, DGRAM, 0], [INET, STREAM, 0], [INET6, DGRAM, 0]]
+    assert labkit.attack([["socket_create", *a] for a in allowed]) == [0] * 4
+    assert capture.packets() == []
+    events = denied.take_events()
+    assert reasons(events) == ["FAMILY"] * 6 + ["POLICY"]
+    assert {e.hook for e in events if e.reason == Reason.FAMILY} == {Hook.SOCKET}
 
 
 SCTP_NAMED = f"""\
@@ -287,3 +330,32 @@ def test_a_delegated_subtree_cannot_exhaust_the_scopes(
     events = enforce.take_events()
     assert len(events) == 3 and {e.reason for e in events} == {Reason.POLICY}
     assert {e.uid for e in events} == {0, 1000}
+
+
+def test_units_are_judged_from_their_first_process_whatever_their_name(
+    enforce: labkit.Kernel, hosts: labkit.TestHosts
+) -> None:
+    """Every name form the configuration takes is matched by cgroup_mkdir:
+    a 250-byte unit name (its policy file's name is then 255 bytes, the
+    most a file system takes), a template's instance, and a slice created
+    after the policy was applied, with a unit below it that has its own."""
+    deny4 = f'[network]\ndeny = ["{V4}"]\n'
+    long = "bh-" + "l" * 239 + ".service"
+    enforce.apply_files({
+        f"units/{long}.toml": deny4,
+        "units/bh-tmpl@.service.toml": deny4,
+        "units/bh-tenant.slice.toml": deny4,
+        "units/bh-tenant-web.service.toml": f'[network]\ndeny = ["{V6}"]\n',
+    })  # fmt: skip
+    assert not Path("/sys/fs/cgroup/bh.slice").exists()
+    with labkit.Capture([V4]) as cap:
+        assert run_unit(long, CONNECT_ONCE) == str(EPERM)
+        assert run_unit("bh-tmpl@one.service", CONNECT_ONCE) == str(EPERM)
+        # A unit with no policy in the new slice has the slice's.
+        assert run_unit("bh-tenant-x.service", CONNECT_ONCE, "Slice=bh-tenant.slice") == str(EPERM)
+        assert cap.packets() == []
+    # The unit's own policy wins over its slice's: V4 is not in it.
+    assert run_unit("bh-tenant-web.service", CONNECT_ONCE, "Slice=bh-tenant.slice") == "0"
+    events = enforce.take_events()
+    assert len(events) == 3
+    assert enforce.global_counts().scope_named >= 4  # the three units and the slice

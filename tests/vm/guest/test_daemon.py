@@ -224,3 +224,78 @@ def test_stop_detaches(daemon: None) -> None:
     finally:
         sh("systemctl", "start", "bouheki", timeout=300)
     assert curl_in("bh-demo-a.service", "http://10.0.1.71/") == 7
+
+
+GUARDED = """\
+[Unit]
+Description=a unit that must never run unprotected
+Requires=bouheki.service
+After=bouheki.service
+
+[Service]
+ExecStart=/usr/bin/curl -s --max-time 5 http://10.0.1.71/
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def test_enabled_with_a_guarded_unit_the_boot_has_no_ordering_cycle(daemon: None) -> None:
+    """bouheki is ordered before sysinit.target, and no longer after
+    dbus.socket (which is after sysinit.target): systemd used to break that
+    cycle at boot by dropping bouheki, and every unit requiring it."""
+    unit = Path("/etc/systemd/system/bh-guarded.service")
+    unit.write_text(GUARDED)
+    try:
+        sh("systemctl", "daemon-reload")
+        sh("systemctl", "enable", "bouheki.service", "bh-guarded.service")
+        r = sh("systemd-analyze", "verify", "default.target", check=False, timeout=300)
+        out = r.stdout + r.stderr
+        assert "cycle" not in out.lower(), out
+        assert "bouheki" not in out, out  # nothing at all to say about bouheki
+        after = prop("bouheki.service", "After").split()
+        assert "dbus.socket" not in after and "sysinit.target" in prop("bouheki.service", "Before")
+    finally:
+        sh("systemctl", "disable", "bouheki.service", "bh-guarded.service", check=False)
+        unit.unlink()
+        sh("systemctl", "daemon-reload")
+
+
+def test_warnings_reach_the_journal_as_warnings(daemon: None) -> None:
+    """journalctl -p warning -u bouheki shows the daemon's warnings (the
+    lines carry their priority); its routine messages stay below."""
+    since = time.strftime("%Y-%m-%d %H:%M:%S")
+    (UNITS / "bh-warn.service.toml").write_text('[network]\ndeny = ["bh-nowhere.invalid"]\n')
+    try:
+        assert reload().returncode == 0
+        sh("journalctl", "--sync")
+        warn = sh("journalctl", "-u", "bouheki", "-p", "warning", "-o", "cat", "--no-pager",
+                  "--since", since).stdout  # fmt: skip
+        assert "bh-nowhere.invalid" in warn, warn
+        info = sh("journalctl", "-u", "bouheki", "-p", "info", "-o", "cat", "--no-pager",
+                  "--since", since).stdout  # fmt: skip
+        assert "Policy generation" in info and "Policy generation" not in warn
+    finally:
+        (UNITS / "bh-warn.service.toml").unlink()
+        reload()
+
+
+def test_an_invalid_configuration_at_start_is_no_restart_loop(daemon: None) -> None:
+    """Exit 1 is in RestartPreventExitStatus=: systemd does not restart a
+    daemon that would fail the same way again, and says why."""
+    bad = UNITS / "bh-broken.service.toml"
+    sh("systemctl", "stop", "bouheki")
+    bad.write_text("[network]\ndeny = [\n")
+    try:
+        r = sh("systemctl", "start", "bouheki", check=False, timeout=300)
+        assert r.returncode != 0
+        time.sleep(5)  # RestartSec=1s: a loop would have restarted by now
+        assert prop("bouheki.service", "ActiveState") == "failed"
+        assert prop("bouheki.service", "ExecMainStatus") == "1"
+        assert prop("bouheki.service", "NRestarts") == "0"
+        log = sh("journalctl", "-u", "bouheki", "-n", "20", "-o", "cat", "--no-pager").stdout
+        assert "bh-broken.service.toml:" in log, log
+    finally:
+        bad.unlink()
+        sh("systemctl", "reset-failed", "bouheki", check=False)
+        sh("systemctl", "start", "bouheki", timeout=300)

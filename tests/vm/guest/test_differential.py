@@ -7,13 +7,16 @@ from __future__ import annotations
 import os
 import random
 import socket
+import struct
 import sys
 
+import attacker
 import labkit
 import pytest
 from workers import Worker
 
-from bouheki.policy import randgen, twin
+from bouheki.policy import randgen, sockaddr, twin
+from bouheki.policy.sockaddr import Sock
 from bouheki.policy.tables import Connection, Proto, Verdict
 
 SEED = int(os.environ.get("BOUHEKI_DIFF_SEED", "20261128"))
@@ -99,3 +102,76 @@ def test_kernel_agrees_with_twin(enforce: labkit.Kernel, workers: dict) -> None:
     assert sum(1 for e in events if e.verdict == Verdict.BLOCKED) == blocked
     assert sum(1 for e in events if e.verdict == Verdict.WOULD_BLOCK) == would_block
     assert enforce.blocked_total() == blocked + would_block
+
+
+FORMS = int(os.environ.get("BOUHEKI_DIFF_FORMS", "600"))
+FORM_POLICY = """\
+[network]
+allow = ["10.0.1.0/24", "2001:db8::/64"]
+deny = ["10.0.1.71", "2001:db8::71"]
+"""
+FORM_SOCKS = [
+    Sock(f, k, p)
+    for f, k, p in (
+        (socket.AF_INET, socket.SOCK_STREAM, Proto.TCP),
+        (socket.AF_INET6, socket.SOCK_STREAM, Proto.TCP),
+        (socket.AF_INET, socket.SOCK_DGRAM, Proto.UDP),
+        (socket.AF_INET6, socket.SOCK_DGRAM, Proto.UDP),
+        (socket.AF_INET, socket.SOCK_DGRAM, Proto.UDPLITE),
+        (socket.AF_INET6, socket.SOCK_DGRAM, Proto.UDPLITE),
+        (socket.AF_INET, socket.SOCK_DGRAM, Proto.ICMP),
+        (socket.AF_INET6, socket.SOCK_DGRAM, Proto.ICMPV6),
+    )
+]
+FORM_ADDRS4 = ("10.0.1.71", "10.0.1.1", "0.0.0.0", "127.0.0.1", "93.184.216.34")
+FORM_ADDRS6 = ("2001:db8::71", "2001:db8::1", "::", "::1", "::ffff:10.0.1.71",
+               "::ffff:10.0.1.1", "::ffff:0.0.0.0")  # fmt: skip
+
+
+def random_sockaddr(rng: random.Random) -> bytes:
+    """A sockaddr as an attacker would hand it over: any family value, any
+    length, with an address the policy allows, denies or does not list."""
+    port = rng.choice([0, 9, 80])
+    if rng.random() < 0.5:
+        name = attacker.sin(rng.choice(FORM_ADDRS4), port)
+    else:
+        name = attacker.sin6(rng.choice(FORM_ADDRS6), port)
+    family = rng.choice([0, 2, 10, 2, 10, 1, 0x29, rng.randrange(65536)])
+    name = struct.pack("<H", family) + name[2:]
+    return name[: rng.choice([0, 1, 2, 8, 15, 16, 20, 23, 24, 27, 28, 28, 16])]
+
+
+def test_address_forms_kernel_agrees_with_twin(
+    enforce: labkit.Kernel, hosts: labkit.TestHosts
+) -> None:
+    """Random sockaddrs (families, lengths, addresses), from every kind of
+    socket uid 1000 may make, through connect and sendto: the kernel's
+    EPERM is the twin's (policy/sockaddr.py, then policy/twin.py)."""
+    enforce.apply_files({f"units/{UNIT}.toml": FORM_POLICY})
+    assert enforce.compiled is not None
+    tables = next(t for t in enforce.compiled.tables if t.name == UNIT)
+    rng = random.Random(SEED)
+    cases = []
+    for _ in range(FORMS):
+        sock, name, connect = rng.choice(FORM_SOCKS), random_sockaddr(rng), rng.random() < 0.5
+        cases.append((sock, name, connect))
+    got = labkit.attack([
+        ["connect" if c else "sendto", s.family, s.type, s.protocol, n.hex()] for s, n, c in cases
+    ])  # fmt: skip
+    mismatches = []
+    outcomes: dict[str, int] = {}
+    for (sock, name, connect), errno_ in zip(cases, got):
+        parsed = sockaddr.parse(sock, name, connect)
+        outcomes[parsed.outcome.value] = outcomes.get(parsed.outcome.value, 0) + 1
+        if parsed.outcome == sockaddr.Outcome.JUDGE:
+            assert parsed.conn is not None
+            want = twin.decide(tables, parsed.conn).verdict == Verdict.BLOCKED
+        else:
+            want = parsed.outcome == sockaddr.Outcome.REFUSE
+        if (errno_ == labkit.EPERM) != want:
+            mismatches.append(f"{sock} {'connect' if connect else 'sendto'} {name.hex()}: "
+                              f"kernel errno {errno_}, twin {parsed}")  # fmt: skip
+    labkit.figure(f"differential, address forms: {FORMS} cases {outcomes}, "
+                  f"{len(mismatches)} mismatches")  # fmt: skip
+    assert not mismatches, "\n".join(mismatches[:10])
+    assert all(outcomes.get(o.value, 0) > 0 for o in sockaddr.Outcome)

@@ -207,3 +207,35 @@ def test_stop_removes_the_pins(daemon: None) -> None:
         assert not PINS.exists()
     finally:
         sh("systemctl", "start", "bouheki", timeout=300)
+
+
+@pytest.fixture
+def changed_programs() -> Iterator[None]:
+    """The BPF sources as an upgrade changes them: another layout, so the
+    new daemon compiles programs with maps of their own, empty at first."""
+    src = Path("/usr/share/bouheki/bpf")
+    new = Path("/run/bh-bpf-upgrade")
+    sh("rm", "-rf", str(new))
+    sh("cp", "-r", str(src), str(new))
+    with open(new / "bouheki.bpf.c", "a") as f:
+        f.write("\n/* the upgrade */\n")
+    d = Path("/run/systemd/system/bouheki.service.d")
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "50-upgrade.conf").write_text(f"[Service]\nEnvironment=BOUHEKI_BPF_DIR={new}\n")
+    sh("systemctl", "daemon-reload")
+    yield
+    (d / "50-upgrade.conf").unlink()
+    sh("systemctl", "daemon-reload")
+    sh("systemctl", "restart", "bouheki", timeout=300)
+    sh("rm", "-rf", str(new))
+
+
+def test_an_upgrade_that_changes_the_programs_keeps_enforcing(
+    loop: None, changed_programs: None
+) -> None:
+    """The old programs keep blocking until the new ones hold the policy:
+    only then are they released (no connect judged by empty maps)."""
+    restart_storm(1, "replaced the pinned programs", "to programs of another layout")
+    assert len(list((PINS / "links").iterdir())) == 1
+    layouts = [d for d in PINS.iterdir() if d.name != "links"]
+    assert len(layouts) == 1, f"old layouts left: {layouts}"
