@@ -45,6 +45,9 @@ from .journal import ConnEvent, Journal
 
 # Warnings of one reload written to the journal; the rest are counted.
 WARNINGS_LOGGED = 20
+# Generations whose policies events can still be attributed to (a reload
+# writes one; events are read within seconds).
+KEPT_GENERATIONS = 8
 log = logging.getLogger("bouheki")
 
 VERDICT_WORDS = {Verdict.ALLOWED: "allowed", Verdict.BLOCKED: "blocked",
@@ -53,6 +56,11 @@ VERDICT_WORDS = {Verdict.ALLOWED: "allowed", Verdict.BLOCKED: "blocked",
 
 def _usec_now() -> int:
     return time.time_ns() // 1000
+
+
+def _foreign(ev: KernelEvent) -> str:
+    """What an event of a generation this daemon did not apply can say of its policy."""
+    return f"policy {ev.policy_id} of generation {ev.gen} (applied by an earlier daemon)"
 
 
 def _origin_str(o: Origin | None) -> str:
@@ -89,6 +97,11 @@ class Engine:
         self._enforcer_factory = enforcer_factory
         self.enforcer: Enforcer | None = None
         self.running: Running | None = None
+        # The configurations of the last generations this daemon applied: an
+        # event names its policy by id within its generation, and events of
+        # a generation it did not write (a predecessor's, read from the pinned
+        # ring buffer after a restart) must not be pinned on our policies.
+        self._applied_gens: dict[int, Running] = {}
         self._listeners: list[api.EngineListener] = []
         self._lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -183,6 +196,9 @@ class Engine:
             raise api.EngineError(f"{e}; the running policy stays in force") from e
         old_ids = set(previous.values()) if previous else set()
         self.running = Running(ps, compiled, applied, _usec_now())
+        self._applied_gens[applied.generation] = self.running
+        while len(self._applied_gens) > KEPT_GENERATIONS:
+            del self._applied_gens[next(iter(self._applied_gens))]
         self.names.activate(req.names, req.sets)
         self.journal.rate.burst = ps.settings.event_rate_limit
         self.journal.rate.interval = ps.settings.event_rate_interval
@@ -279,7 +295,7 @@ class Engine:
         return ""
 
     def _log_event(self, ev: KernelEvent, unit: str) -> api.BlockedEvent | None:
-        run = self.running
+        run = self._applied_gens.get(ev.gen)
         t = run.tables(ev.policy_id) if run else None
         rule = ev.rule if ev.rule != DEFAULT_RULE else (t.rule_count if t else ev.rule)
         # A refusal (ev.reason) was decided by no rule.
@@ -292,7 +308,7 @@ class Engine:
         verdict = VERDICT_WORDS[ev.verdict]
         self.journal.connection(
             ConnEvent(
-                verdict=verdict, unit=unit, policy=t.name if t else str(ev.policy_id),
+                verdict=verdict, unit=unit, policy=t.name if t else _foreign(ev),
                 rule=ev.rule, origin=_origin_str(origin), daddr=ev.daddr, dport=ev.dport,
                 protocol=ev.protocol_name, comm=ev.comm, exe=exe, pid=ev.pid, uid=ev.uid,
                 gid=ev.gid, cgroup_id=ev.cgroup_id, hook=ev.hook.name.lower(),

@@ -109,6 +109,7 @@ def test_kill_9_leaves_enforcement_in_place(loop: None) -> None:
     sh("systemd-run", "--quiet", f"--unit={GAP_UNIT}", "--collect", "python3", "-c", GAP)
     try:
         pid = main_pid()
+        lost_before = int(json.loads(sh("bouhekictl", "stats", "--json").stdout)["events_lost"])
         sh("systemctl", "kill", "-s", "KILL", "bouheki")
         GAP_GO.touch()  # the gap unit connects now, with no daemon running
         before = counts()
@@ -130,7 +131,21 @@ def test_kill_9_leaves_enforcement_in_place(loop: None) -> None:
                      "BOUHEKI_DADDR=10.0.1.71", "BOUHEKI_DPORT=4242").stdout  # fmt: skip
             return bool(out.strip())
 
-        assert labkit.wait_for(logged, 30), "the new daemon did not read the event of the gap"
+        # The loop's blocks fill the ring buffer while no daemon reads it: the
+        # gap's event is read by the new daemon, or counted as lost, never
+        # silently dropped (and never the race this test depends on).
+        def lost() -> int:
+            out = sh("bouhekictl", "stats", "--json", check=False).stdout
+            return int(json.loads(out)["events_lost"]) if out.strip() else -1
+
+        assert labkit.wait_for(lambda: logged() or lost() > lost_before, 30), (
+            "the gap's event was neither read by the new daemon nor counted as lost"
+        )
+        # Whatever the new daemon read of the old generation is not pinned on
+        # a policy file of its own: it says which generation it came from.
+        old = sh("journalctl", "-o", "cat", "--no-pager", f"_PID={main_pid()}",
+                 "OBJECT_SYSTEMD_UNIT=" + UNIT).stdout  # fmt: skip
+        assert GAP_UNIT not in old, old[-2000:]
     finally:
         sh("systemctl", "stop", GAP_UNIT, check=False)
         (UNITS / f"{GAP_UNIT}.toml").unlink()
