@@ -598,19 +598,24 @@ static __always_inline int bh_is_inet(struct bh_sock *s)
 	return s->family == AF_INET || s->family == AF_INET6;
 }
 
-LSM_PROBE(socket_connect, struct socket *sock, struct sockaddr *address, int addrlen)
+/* Fill s from sock's struct sock; whether it is an IPv4/IPv6 socket. */
+static __always_inline int bh_inet_sock(struct socket *sock, struct bh_sock *s)
 {
-	struct bh_conn c = {};
-	struct bh_sock s = {};
 	void *sk = NULL;
 
 	BH_READ(sk, sock, BH_OFF_SOCKET_SK);
 	if (!sk)
 		return 0;
-	bh_sock_read(sk, &s);
-	if (!bh_is_inet(&s))
-		return 0;
-	if (bh_parse(&c, &s, address, addrlen, 1) == BH_SKIP)
+	bh_sock_read(sk, s);
+	return bh_is_inet(s);
+}
+
+LSM_PROBE(socket_connect, struct socket *sock, struct sockaddr *address, int addrlen)
+{
+	struct bh_conn c = {};
+	struct bh_sock s = {};
+
+	if (!bh_inet_sock(sock, &s) || bh_parse(&c, &s, address, addrlen, 1) == BH_SKIP)
 		return 0;
 	return bh_judge(&c, BH_HOOK_CONNECT);
 }
@@ -660,19 +665,13 @@ LSM_PROBE(socket_sendmsg, struct socket *sock, struct msghdr *msg, int size)
 {
 	struct bh_conn c = {};
 	struct bh_sock s = {};
-	void *sk = NULL, *name = NULL, *ctl = NULL;
+	void *name = NULL, *ctl = NULL;
 	u64 ctllen = 0;
 	int namelen = 0;
 
-	BH_READ(sk, sock, BH_OFF_SOCKET_SK);
-	if (!sk)
-		return 0;
 	BH_READ(name, msg, BH_OFF_MSGHDR_NAME);
 	BH_READ(ctllen, msg, BH_OFF_MSGHDR_CONTROLLEN);
-	if (!name && !ctllen)
-		return 0;
-	bh_sock_read(sk, &s);
-	if (!bh_is_inet(&s))
+	if ((!name && !ctllen) || !bh_inet_sock(sock, &s))
 		return 0;
 	c.family = s.family;
 	c.proto = bh_rule_proto(&s);
@@ -711,20 +710,14 @@ LSM_PROBE(socket_setsockopt, struct socket *sock, int level, int optname)
 {
 	struct bh_conn c = {.reason = BH_REASON_ROUTING};
 	struct bh_sock s = {};
-	void *sk = NULL;
 
 	if (!((level == BH_SOL_IP && (optname == BH_IP_OPTIONS || optname == BH_IP_FREEBIND)) ||
 	      (level == BH_SOL_IPV6 &&
 	       (optname == BH_IPV6_RTHDR || optname == BH_IPV6_2292PKTOPTIONS ||
 		optname == BH_IPV6_NEXTHOP || optname == BH_IPV6_FLOWLABEL_MGR ||
 		optname == BH_IPV6_FREEBIND)) ||
-	      (level == BH_SOL_SOCKET && optname == BH_SO_BROADCAST)))
-		return 0;
-	BH_READ(sk, sock, BH_OFF_SOCKET_SK);
-	if (!sk)
-		return 0;
-	bh_sock_read(sk, &s);
-	if (!bh_is_inet(&s))
+	      (level == BH_SOL_SOCKET && optname == BH_SO_BROADCAST)) ||
+	    !bh_inet_sock(sock, &s))
 		return 0;
 	c.family = s.family;
 	c.proto = bh_rule_proto(&s);

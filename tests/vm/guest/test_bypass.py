@@ -3,13 +3,13 @@ real against a denied destination; counters and events count each attempt."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import socket
 import subprocess
 import sys
 import threading
 
+import attacker
 import labkit
 import pytest
 
@@ -24,45 +24,9 @@ deny = ["10.0.1.71", "2001:db8::71"]
 MSG_FASTOPEN = 0x20000000
 
 
-class MMsgHdr(ctypes.Structure):
-    class MsgHdr(ctypes.Structure):
-        _fields_ = [
-            ("msg_name", ctypes.c_void_p),
-            ("msg_namelen", ctypes.c_uint32),
-            ("msg_iov", ctypes.c_void_p),
-            ("msg_iovlen", ctypes.c_size_t),
-            ("msg_control", ctypes.c_void_p),
-            ("msg_controllen", ctypes.c_size_t),
-            ("msg_flags", ctypes.c_int),
-        ]
-
-    _fields_ = [("msg_hdr", MsgHdr), ("msg_len", ctypes.c_uint)]
-
-
-class IoVec(ctypes.Structure):
-    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
-
-
-def sockaddr_in(addr: str, port: int) -> bytes:
-    return (socket.AF_INET.to_bytes(2, "little") + port.to_bytes(2, "big")
-            + socket.inet_aton(addr) + bytes(8))  # fmt: skip
-
-
 def sendmmsg_errno(addr: str, port: int) -> int:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        name = ctypes.create_string_buffer(sockaddr_in(addr, port))
-        data = ctypes.create_string_buffer(b"x")
-        iov = IoVec(ctypes.cast(data, ctypes.c_void_p), 1)
-        msgs = (MMsgHdr * 1)()
-        msgs[0].msg_hdr.msg_name = ctypes.cast(name, ctypes.c_void_p)
-        msgs[0].msg_hdr.msg_namelen = 16
-        msgs[0].msg_hdr.msg_iov = ctypes.cast(ctypes.pointer(iov), ctypes.c_void_p)
-        msgs[0].msg_hdr.msg_iovlen = 1
-        n = labkit.libc.sendmmsg(s.fileno(), msgs, 1, 0)
-        return 0 if n >= 0 else ctypes.get_errno()
-    finally:
-        s.close()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        return attacker.sendmmsg(s, [(attacker.sin(addr, port), b"")])
 
 
 def sendto_errno(addr: str, port: int, family: int = socket.AF_INET, kind: int = socket.SOCK_DGRAM,

@@ -266,26 +266,6 @@ protocol = "any"
 
 
 FLOOD = 70_000  # more cgroups than the scopes map holds (65,536)
-FLOODER = f"""\
-import os, socket
-base = open("/proc/self/cgroup").read().strip().split("::")[1]
-base = "/sys/fs/cgroup" + base
-for i in range({FLOOD}):
-    os.mkdir(f"{{base}}/c{{i}}")
-deep = base
-for i in range(40):  # deeper than the programs' walk goes
-    deep += f"/n{{i}}"
-    os.mkdir(deep)
-with open(f"{{deep}}/cgroup.procs", "w") as f:
-    f.write(str(os.getpid()))
-s = socket.socket()
-s.settimeout(3)
-try:
-    s.connect(("{V4}", 80))
-    print(0)
-except OSError as e:
-    print(e.errno)
-"""
 CONNECT_ONCE = f"""\
 import socket
 s = socket.socket()
@@ -296,6 +276,22 @@ try:
 except OSError as e:
     print(e.errno)
 """
+FLOODER = (
+    f"""\
+import os
+base = open("/proc/self/cgroup").read().strip().split("::")[1]
+base = "/sys/fs/cgroup" + base
+for i in range({FLOOD}):
+    os.mkdir(f"{{base}}/c{{i}}")
+deep = base
+for i in range(40):  # deeper than the programs' walk goes
+    deep += f"/n{{i}}"
+    os.mkdir(deep)
+with open(f"{{deep}}/cgroup.procs", "w") as f:
+    f.write(str(os.getpid()))
+"""
+    + CONNECT_ONCE
+)
 
 
 def run_unit(unit: str, code: str, *props: str, timeout: float = 600) -> str:
