@@ -91,3 +91,16 @@ def test_names() -> None:
     assert simple_pattern("docker-*.scope") == ("docker-", ".scope")
     assert simple_pattern("a*b*c") is None
     assert simple_pattern("a?.scope") is None
+
+
+def test_policy_at_is_the_rule_of_the_walk() -> None:
+    plan = ScopePlan([Binding("nginx.service", 1), Binding("web.slice", 3),
+                      Binding("web-api.service", 4), Binding("docker-*.scope", 2)])  # fmt: skip
+    assert plan.policy_at(["system.slice", "nginx.service"]) == 1
+    assert plan.policy_at(["system.slice", "nginx.service", "sub"]) == 1
+    assert plan.policy_at(["web.slice", "other.service"]) == 3  # Slice=web.slice
+    assert plan.policy_at(["web.slice", "web-api.service"]) == 4  # the deepest wins
+    assert plan.policy_at(["system.slice", "docker-ab.scope"]) == 2
+    # Below a service, names are the delegate's to choose: they say nothing.
+    assert plan.policy_at(["system.slice", "x.service", "nginx.service"]) is None
+    assert plan.policy_at(["system.slice", "other.service"]) is None

@@ -13,7 +13,6 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .. import __version__
@@ -428,17 +427,27 @@ class Engine:
             return None
         plan = ScopePlan(bindings(run.compiled))
         if unit:
-            # The unit itself, then its slices up to the root: the deepest wins.
-            chain = [unit]
-            parent = plan.parent_of(unit)
-            while parent not in ("", "/"):
-                chain.append(Path(parent).name)
-                parent = str(Path(parent).parent)
-            for name in chain:
-                policy = plan.match(name)
-                if policy is not None:
-                    return policy
+            # Where the unit runs (Slice= may put it anywhere), else where
+            # systemd would put it; then the programs' rule (policy_at).
+            parts = self._unit_cgroup(unit)
+            if parts is None:
+                parts = [p for p in plan.parent_of(unit).split("/") if p] + [unit]
+            policy = plan.policy_at(parts)
+            if policy is not None:
+                return policy
         return run.compiled.host_policy_id
+
+    def _unit_cgroup(self, unit: str) -> list[str] | None:
+        """The path below the cgroup root of the running unit's cgroup: a
+        directory of that name directly below slices only."""
+        root = getattr(self.enforcer, "cgroup_root", None)
+        if root is None:
+            return None
+        for path, _ in cgroupfs.walk(root):
+            parts = path.relative_to(root).parts
+            if parts and parts[-1] == unit and all(p.endswith(".slice") for p in parts[:-1]):
+                return list(parts)
+        return None
 
     def explain(self, query: api.ExplainQuery) -> api.Explanation:
         try:

@@ -12,6 +12,7 @@ cgroup_mkdir program applies the same rule to cgroups created later
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -86,6 +87,18 @@ class ScopePlan:
             if fnmatch.fnmatchcase(name, p.unit):
                 return p.policy
         return None
+
+    def policy_at(self, parts: Sequence[str]) -> int | None:
+        """The policy of the cgroup at root/parts[0]/parts[1]/...: the rule of
+        fill() and of the programs' walk (bh_scope): the deepest name with a
+        policy, counted only directly below an undelegated slice."""
+        policy, ctx = None, True
+        for name in parts:
+            own = self.match(name) if ctx else None
+            if own is not None:
+                policy = own
+            ctx = ctx and name.endswith(".slice")
+        return policy
 
     def fill(self, root: Path, sink: Sink) -> dict[int, tuple[str, int]]:
         """Walk the cgroup tree, writing the policy of each cgroup that has

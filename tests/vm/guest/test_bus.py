@@ -162,3 +162,56 @@ def test_monitor_prints_a_block_within_a_second(daemon: None) -> None:
         assert t_seen - t_blocked < 1.0, f"event seen {t_seen - t0:.2f} s after the attempt began"
     finally:
         mon.kill()
+
+
+def test_explain_agrees_with_the_kernel_for_every_name_form(daemon: None) -> None:
+    """A 250-byte unit name, a template's instance, a unit put in a slice
+    made after the reload (Slice=), and one there with a policy of its own:
+    explain answers for where the unit runs, as the kernel judges it."""
+    from pathlib import Path
+
+    long = "bh-" + "e" * 239 + ".service"
+    files = {
+        long: DENY_71,
+        "bh-etmpl@.service": DENY_71,
+        "bh-eslice.slice": DENY_71,
+        "bh-eslice-web.service": '[network]\ndeny = ["2001:db8::71"]\n',
+    }
+    for unit, text in files.items():
+        (UNITS / f"{unit}.toml").write_text(text)
+    assert sh("bouhekictl", "reload", check=False).returncode == 0
+    cases = [(long, None), ("bh-etmpl@a.service", None), ("bh-eslice-x.service", "bh-eslice.slice"),
+             ("bh-eslice-web.service", "bh-eslice.slice")]  # fmt: skip
+    try:
+        for i, (unit, slice_) in enumerate(cases):
+            done = Path(f"/run/bh-explain-{i}")
+            done.unlink(missing_ok=True)
+            script = (
+                f"curl -s -o /dev/null --max-time 5 http://10.0.1.71/; echo $? > {done}; sleep 120"
+            )
+            extra = [f"--slice={slice_}"] if slice_ else []
+            sh("systemd-run", "--quiet", f"--unit={unit}", *extra, "--", "sh", "-c", script)
+            deadline = time.monotonic() + 30
+            while not done.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            kernel = "blocked" if done.read_text().strip() == "7" else "allowed"
+            ask = [
+                "--unit",
+                unit,
+                "--comm",
+                "curl",
+                "--exe",
+                "/usr/bin/curl",
+                "--to",
+                "10.0.1.71:80",
+            ]
+            out = json.loads(sh("bouhekictl", "--json", "explain", *ask).stdout)
+            assert out["verdict"] == kernel, (unit, out)
+            sh("systemctl", "stop", unit, check=False)
+        assert kernel == "allowed"  # the last, the web unit: its own policy won
+    finally:
+        for unit, _ in cases:
+            sh("systemctl", "stop", unit, check=False)
+        for unit in files:
+            (UNITS / f"{unit}.toml").unlink()
+        sh("bouhekictl", "reload", check=False)
