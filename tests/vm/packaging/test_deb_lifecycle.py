@@ -322,7 +322,20 @@ def test_no_connection_gets_through_during_the_upgrade(upgrade: dict[str, Any]) 
 
 
 def test_remove_stops_the_service_and_keeps_the_configuration() -> None:
+    # A daemon that did not stop cleanly (killed, its restart refused) leaves
+    # its programs pinned and enforcing: removing the package removes them.
+    d = Path("/run/systemd/system/bouheki.service.d")
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "norestart.conf").write_text("[Service]\nRestart=no\n")
+    sh("systemctl", "daemon-reload")
+    sh("systemctl", "kill", "-s", "KILL", "bouheki")
+    assert wait_for(lambda: state("is-active") != "active", 30)
+    assert Path("/sys/fs/bpf/bouheki").exists()
+    assert curl_in(UNIT, DENIED) != 0  # stale pins still enforce
+    (d / "norestart.conf").unlink()
+    sh("systemctl", "daemon-reload")
     apt_get("remove", "bouheki")
+    assert not Path("/sys/fs/bpf/bouheki").exists()
     assert dpkg_status() == "rc "
     assert state("is-active") != "active"
     assert not Path("/usr/sbin/bouheki").exists()
