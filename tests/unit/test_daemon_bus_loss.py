@@ -164,3 +164,17 @@ def test_log_lines_carry_their_priority_for_journald() -> None:
     assert line(logging.ERROR, True) == "<3>a\n<3>b"
     assert line(logging.INFO, True) == "<6>a\n<6>b"
     assert line(logging.WARNING, False) == "WARNING a\nb"
+
+
+def test_an_event_read_while_the_loop_closes_is_no_traceback(tmp_path: Path) -> None:
+    """A stop under a flow of blocked connects: the reader's thread may hand
+    over an event after the loop closed; that must not raise."""
+    log: list[str] = []
+    d = daemon(tmp_path, log)
+    loop = asyncio.new_event_loop()
+    d.engine._loop = loop
+    loop.close()
+    d.engine._to_loop(lambda: log.append("ran"))  # raised RuntimeError before
+    assert log == []
+    d.engine.stop()
+    assert d.engine._loop is None

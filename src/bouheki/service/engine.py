@@ -6,6 +6,7 @@ service/api.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
@@ -147,6 +148,7 @@ class Engine:
         leave the pinned programs enforcing the running policy for the next
         instance to adopt."""
         self.names.stop()
+        self._loop = None  # events still read hand nothing to a loop about to close
         if self._events is not None:
             self._events.stop()
         if self.enforcer is not None:
@@ -253,16 +255,25 @@ class Engine:
             self.blocked += 1
         elif ev.verdict == Verdict.WOULD_BLOCK:
             self.would_block += 1
-        loop = self._loop
         unit = self.unit_of(ev.cgroup_id)
         if not self.journal.admit(unit):
-            if loop is not None and not self._counters_pending:
+            if not self._counters_pending:
                 self._counters_pending = True
-                loop.call_soon_threadsafe(self._counters_changed)
+                self._to_loop(self._counters_changed)
             return
         event = self._log_event(ev, unit)
-        if loop is not None and event is not None:
-            loop.call_soon_threadsafe(self._notify_blocked, event)
+        if event is not None:
+            self._to_loop(self._notify_blocked, event)
+
+    def _to_loop(self, fn: Any, *args: Any) -> None:
+        """Run fn on the loop, from the reader's thread. A stop may close the
+        loop while the reader still delivers an event: that event is logged,
+        and its signal dropped, without a traceback."""
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # "Event loop is closed"
+            loop.call_soon_threadsafe(fn, *args)
 
     def _counters_changed(self) -> None:
         self._counters_pending = False
