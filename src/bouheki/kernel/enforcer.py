@@ -4,7 +4,7 @@ compiler's output, the cgroup scope plan and the generation swap."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,6 @@ from .generation import GenerationSwap, ScopeSink, UnitName, UnitPattern
 class Applied:
     generation: int
     covered: dict[int, tuple[str, int]]  # cgroup id -> (cgroup path, policy id)
-    warnings: list[str] = field(default_factory=list)
 
 
 def bindings(compiled: CompiledPolicySet) -> list[Binding]:
@@ -39,7 +38,6 @@ class Enforcer:
     def apply(self, compiled: CompiledPolicySet) -> Applied:
         """Make compiled the running policy, atomically."""
         plan = ScopePlan(bindings(compiled))
-        warnings: list[str] = []
         patterns: list[UnitPattern] = []
         names = [UnitName(0, b.unit, b.policy) for b in plan.exact.values()]
         for b in plan.patterns:
@@ -64,7 +62,7 @@ class Enforcer:
         release = getattr(self.programs, "release_predecessors", None)
         if release is not None:
             release()
-        return Applied(gen, covered, warnings)
+        return Applied(gen, covered)
 
     def clear(self) -> None:
         self.swap.clear()

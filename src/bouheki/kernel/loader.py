@@ -89,7 +89,7 @@ class Programs:
         """Earlier instances whose programs still enforce beside ours."""
         if self.pins is None or self._keep_layout is None:
             return []
-        return [d.name.partition("_")[2] or d.name for d in self.pins.others()]
+        return list(self.pins.others())
 
     def release_predecessors(self) -> list[str]:
         """Unpin the programs of earlier instances, once ours enforce the

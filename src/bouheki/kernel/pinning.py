@@ -90,21 +90,24 @@ class Pins:
         (self._links() / name).rename(target)
         return target
 
-    def others(self) -> list[Path]:
-        """The link directories of every other instance."""
+    def others(self) -> dict[str, Path]:
+        """The link directories of every other instance, by instance."""
         links = self._links()
         if not links.is_dir():
-            return []
-        return [d for d in links.iterdir() if not d.name.endswith(f"_{self.instance}")]
+            return {}
+        return {
+            d.name.partition("_")[2] or d.name: d
+            for d in links.iterdir()
+            if not d.name.endswith(f"_{self.instance}")
+        }
 
     def release_others(self) -> list[str]:
         """Unpin the links of every other instance: their programs detach
         once no file descriptor holds them (their daemons are gone)."""
-        released = []
-        for d in self.others():
+        others = self.others()
+        for d in others.values():
             shutil.rmtree(d, ignore_errors=True)
-            released.append(d.name.partition("_")[2] or d.name)
-        return released
+        return list(others)
 
     def prune_layouts(self, keep: str) -> None:
         """Maps of other layouts: no program uses them once the links are gone."""

@@ -23,16 +23,19 @@ from bouheki.policy.tables import (
 from bouheki.policy.twin import kernel_comm
 
 
+def _refused(policy: LoweredPolicy, policy_id: int, reason: Reason) -> Decision:
+    verdict = Verdict.WOULD_BLOCK if policy.monitor else Verdict.BLOCKED
+    return Decision(verdict, Action.BLOCK, DEFAULT_RULE, None, policy_id, reason=reason)
+
+
 def reference_decide(policy: LoweredPolicy, c: Connection, policy_id: int = 0) -> Decision:
     if c.family not in (socket.AF_INET, socket.AF_INET6):
         return Decision(Verdict.ALLOWED, Action.ALLOW, -1, None, policy_id, ignored=True)
     if c.proto == Proto.SCTP and not policy.names_sctp:
-        verdict = Verdict.WOULD_BLOCK if policy.monitor else Verdict.BLOCKED
-        return Decision(verdict, Action.BLOCK, DEFAULT_RULE, None, policy_id, reason=Reason.SCTP)
+        return _refused(policy, policy_id, Reason.SCTP)
     addr = unmap(ipaddress.ip_address(c.daddr))
     if addr.is_unspecified:  # this host, at an address the kernel picks: refused
-        verdict = Verdict.WOULD_BLOCK if policy.monitor else Verdict.BLOCKED
-        return Decision(verdict, Action.BLOCK, DEFAULT_RULE, None, policy_id, reason=Reason.ADDRESS)
+        return _refused(policy, policy_id, Reason.ADDRESS)
     port = c.dport if c.proto in PORT_PROTOCOLS else 0
     comm = kernel_comm(c.comm)
     for index, rule in enumerate(policy.rules):

@@ -58,6 +58,13 @@ def _usec_now() -> int:
     return time.time_ns() // 1000
 
 
+# The refusals twin.decide can give explain, in words.
+_REFUSED_WHY = {
+    Reason.SCTP: "no rule of the policy names sctp",
+    Reason.ADDRESS: "0.0.0.0 and :: mean this host, at an address the kernel picks",
+}
+
+
 def _foreign(ev: KernelEvent) -> str:
     """What an event of a generation this daemon did not apply can say of its policy."""
     return f"policy {ev.policy_id} of generation {ev.gen} (applied by an earlier daemon)"
@@ -208,7 +215,7 @@ class Engine:
             # A policy id whose policy changed starts its rule counters afresh.
             for pid in set(compiled.ids.values()) - old_ids:
                 enforcer.counters.reset_policy(pid)
-        warnings = [str(w) for w in [*ps.warnings, *compiled.warnings]] + applied.warnings
+        warnings = [str(w) for w in [*ps.warnings, *compiled.warnings]]
         # The caller gets them all; the journal a bounded number, written
         # from the loop that also feeds the watchdog.
         for w in warnings[:WARNINGS_LOGGED]:
@@ -490,9 +497,10 @@ class Engine:
         )  # fmt: skip
         d = twin.decide(t, conn)
         if d.reason != Reason.POLICY:
+            why = _REFUSED_WHY.get(d.reason, "")
             return api.Explanation(VERDICT_WORDS[d.verdict], t.name, api.NO_RULE, "", 0, "",
                                    f"refused whatever the rules say: {REASON_WORDS[d.reason]} "
-                                   "(no rule of the policy names this protocol)")  # fmt: skip
+                                   f"({why})")  # fmt: skip
         o = d.origin
         word = VERDICT_WORDS[d.verdict]
         if d.rule == DEFAULT_RULE:
