@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from bouheki.bus import names
-from bouheki.bus._dbus import Message, MessageFlag, SignatureTree, Variant
+from bouheki.dbuslib import Message, MessageFlag, SignatureTree, Variant
 
 PEER = "org.freedesktop.DBus.Peer"
 INTROSPECTABLE = "org.freedesktop.DBus.Introspectable"
@@ -122,6 +122,8 @@ def expect(
     `ours(member, body)` answers a call of one of our methods with its own
     signature: that depends on the engine behind the adapter.
     """
+    if not interface:
+        return error(UNKNOWN_METHOD)  # a call must name its interface, whatever the library
     if interface == names.PROPERTIES_INTERFACE:
         if {"Get": "ss", "GetAll": "s", "Set": "ssv"}.get(member) != signature:
             return error(UNKNOWN_METHOD)

@@ -26,7 +26,7 @@ from test_bus_support import (
 )
 
 from bouheki.bus import names, serve
-from bouheki.bus._dbus import MessageBus
+from bouheki.dbuslib import MessageBus
 
 # The introspection format as the D-Bus specification describes it. (The DTD
 # that dbus ships is not valid DTD syntax, and none is installed locally.)
@@ -179,7 +179,7 @@ def test_unprivileged_callers_may_read_but_not_reload(
 def test_only_root_may_own_the_name(system_bus: tuple[PrivateBus, ServerThread]) -> None:
     script = (
         "import asyncio\n"
-        "from bouheki.bus._dbus import MessageBus\n"
+        "from bouheki.dbuslib import MessageBus\n"
         "async def main():\n"
         f"    bus = await MessageBus(bus_address={system_bus[0].address!r}).connect()\n"
         "    try:\n"

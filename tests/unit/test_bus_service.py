@@ -13,10 +13,10 @@ import pytest
 from test_bus_support import PROBLEMS, FakeEngine, PrivateBus, as_engine
 
 from bouheki.bus import names
-from bouheki.bus._dbus import Message, MessageBus, MessageType, Variant
 from bouheki.bus.server import BusNameUnavailable, BusService, serve
 from bouheki.bus.throttle import SlidingWindowLimiter
 from bouheki.bus.wire import unwrap
+from bouheki.dbuslib import Message, MessageBus, MessageType, Variant
 from bouheki.service.api import BadRequest, ConfigInvalid, EngineError
 
 

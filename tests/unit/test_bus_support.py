@@ -314,7 +314,7 @@ class ServerThread:
 
     async def _start(self) -> None:
         from bouheki.bus import serve
-        from bouheki.bus._dbus import MessageBus
+        from bouheki.dbuslib import MessageBus
 
         self.bus = await MessageBus(bus_address=self.address).connect()
         self.service = await serve(self.engine, self.bus, **self.options)

@@ -9,7 +9,6 @@ import pytest
 from test_bus_support import PROBLEMS, FakeEngine, blocked_event
 
 from bouheki.bus import names
-from bouheki.bus._dbus import Variant
 from bouheki.bus.connection import resolve_bus
 from bouheki.bus.throttle import Coalescer, SlidingWindowLimiter
 from bouheki.bus.wire import (
@@ -20,6 +19,7 @@ from bouheki.bus.wire import (
     format_problems,
     unwrap,
 )
+from bouheki.dbuslib import Variant
 from bouheki.service import api
 
 

@@ -178,7 +178,7 @@ def test_check_config_works_without_the_dbus_library() -> None:
         f"sys.modules[{LOADER_MODULE!r}] = loader\n"
         "from bouheki.ctl.main import main\n"
         "code = main(['check-config'])\n"
-        "assert 'bouheki.bus._dbus' not in sys.modules\n"
+        "assert 'bouheki.dbuslib' not in sys.modules\n"
         "sys.exit(code)\n"
     )
     result = subprocess.run(

@@ -56,6 +56,9 @@ EXPECTED_FILES = [
     "/usr/share/man/man8/bouheki.8.gz",
     "/usr/share/man/man8/bouhekictl.8.gz",
     "/usr/share/man/man5/bouheki.toml.5.gz",
+    # The README is the first thing to read after an install (issue 16).
+    "/usr/share/doc/bouheki/README.md",
+    "/usr/share/doc/bouheki/THREATS.md",
 ]
 EXPECTED_DIRS = ["/etc/bouheki/units"]
 CONFFILE = "/etc/bouheki/bouheki.toml"

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Optional
 
+from ..dbuslib import BusType, MessageBus
 from . import names
-from ._dbus import BusType, MessageBus
 
 BUS_CHOICES = ("system", "session")
 

@@ -28,8 +28,8 @@ import contextvars
 import logging
 from typing import TYPE_CHECKING, Any, Optional, Union
 
+from ..dbuslib import DBusError, Message, MessageBus, MessageFlag, MessageType, SignatureTree
 from . import names
-from ._dbus import DBusError, Message, MessageBus, MessageFlag, MessageType, SignatureTree
 from .signatures import MethodSpec, method_specs
 
 if TYPE_CHECKING:
@@ -105,6 +105,12 @@ class Dispatcher:
         _bound_signature_cache()
         if msg.message_type != MessageType.METHOD_CALL:
             return None
+        if not msg.interface:
+            # The interface is optional in a call, and the libraries differ:
+            # dbus-next refuses such a call, dbus-fast runs the first method of
+            # that name, past this dispatcher (and so without the caller's
+            # identity). Refused here, whichever library runs.
+            return self._finish(msg, _error_reply(msg, _unknown_method(msg)))
         # Both for every path, not only ours: see the module's docstring.
         if msg.interface == names.PROPERTIES_INTERFACE:
             return self._finish(msg, self._properties(msg))
@@ -206,10 +212,10 @@ def _error_reply(msg: Message, exc: Exception) -> Message:
 
 
 def _unknown_method(msg: Message) -> DBusError:
+    where = f"in {_quote(msg.interface)}" if msg.interface else "(the call names no interface)"
     return DBusError(
         ERROR_UNKNOWN_METHOD,
-        f"no method {_quote(msg.member)} with signature {_quote(msg.signature)} "
-        f"in {_quote(msg.interface or '')}",
+        f"no method {_quote(msg.member)} with signature {_quote(msg.signature)} {where}",
     )
 
 

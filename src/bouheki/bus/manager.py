@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from ..dbuslib import DBusError, MessageBus, ServiceInterface, Variant
 from ..service.api import (
     STATUS_FIELDS,
     BadRequest,
@@ -28,7 +29,6 @@ from ..service.api import (
     Status,
 )
 from . import names
-from ._dbus import DBusError, MessageBus, ServiceInterface, Variant
 from .dispatch import caller_uid
 from .signatures import dbus_method, dbus_readonly_property, dbus_signal
 from .throttle import Coalescer, SlidingWindowLimiter

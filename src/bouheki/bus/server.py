@@ -5,9 +5,17 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
+from ..dbuslib import (
+    LIBRARY,
+    DBusError,
+    Message,
+    MessageBus,
+    MessageType,
+    NameFlag,
+    RequestNameReply,
+)
 from ..service.api import Engine, Unsubscribe
 from . import names
-from ._dbus import DBusError, Message, MessageBus, MessageType, NameFlag, RequestNameReply
 from .dispatch import Dispatcher
 from .manager import DEFAULT_BLOCKED_RATE, DEFAULT_PROPERTIES_INTERVAL, Manager
 
@@ -83,7 +91,7 @@ async def serve(
         raise BusNameUnavailable(
             f"{names.BUS_NAME} is already owned by {owner}: is another bouheki running?"
         )
-    log.info("serving %s at %s", names.BUS_NAME, names.OBJECT_PATH)
+    log.info("serving %s at %s (%s)", names.BUS_NAME, names.OBJECT_PATH, LIBRARY)
     return service
 
 

@@ -13,7 +13,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, TypeVar
 
-from ._dbus import PropertyAccess, dbus_property, method, signal
+from ..dbuslib import PropertyAccess, dbus_property, method, signal
 
 F = TypeVar("F", bound=Callable[..., Any])
 

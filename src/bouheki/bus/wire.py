@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Union
 
+from ..dbuslib import Variant
 from ..service.api import (
     BadRequest,
     BlockedEvent,
@@ -28,7 +29,6 @@ from ..service.api import (
     Statistics,
     Status,
 )
-from ._dbus import Variant
 
 FieldType = Union[str, type]  # a D-Bus signature, or a record type for a list of records
 RECORD = "a{sv}"

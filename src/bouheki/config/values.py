@@ -14,7 +14,7 @@ from typing import Optional, Union
 from bouheki.policy.model import AddressSet, Dest, DomainName, fold_mapped
 from bouheki.policy.tables import COMM_LEN, PATTERN_LEN, PROTOCOL_NAMES, Action
 
-ADDRESS_SETS = ("lan", "loopback", "link-local", "multicast")
+ADDRESS_SETS = ("lan", "resolvers", "loopback", "link-local", "multicast")
 MAX_ID = 2**32 - 2  # (uid_t)-1 means "no id" to the kernel
 MAX_COMM = COMM_LEN - 1
 

@@ -11,9 +11,9 @@ import asyncio
 from typing import Any, Optional
 
 from ..bus import names
-from ..bus._dbus import DBusError, Message, MessageBus, MessageType
 from ..bus.connection import BusTarget, connect
 from ..bus.wire import unwrap
+from ..dbuslib import DBusError, Message, MessageBus, MessageType
 from .errors import (
     EXIT_CONFIG_INVALID,
     EXIT_DENIED,

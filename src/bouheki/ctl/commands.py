@@ -9,8 +9,8 @@ from collections.abc import Coroutine
 from typing import Any, Callable
 
 from ..bus import names
-from ..bus._dbus import Message, MessageType, Variant
 from ..bus.wire import unwrap
+from ..dbuslib import Message, MessageType, Variant
 from . import render
 from .check import print_check
 from .client import Client

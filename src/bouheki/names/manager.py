@@ -24,6 +24,7 @@ from typing import Callable, Optional
 
 from ..config.settings import DaemonSettings
 from ..service.api import NameState
+from . import resolv_conf
 from .cache import IPNetwork, Limits, NameCache
 from .lan import AddressWatcher, connected_subnets
 from .resolver import NameResolver, Resolution, ResolveError
@@ -67,6 +68,7 @@ class NamesManager:
         limits: Optional[Limits] = None,
         resolver: Optional[NameResolver] = None,
         lan_source: Callable[[], list[IPNetwork]] = connected_subnets,
+        resolvers_source: Callable[[], list[IPNetwork]] = resolv_conf.name_servers,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -77,6 +79,7 @@ class NamesManager:
         self._failures: list[tuple[str, str, int]] = []  # new failures, not logged yet
         self.resolver = resolver or NameResolver()
         self.lan_source = lan_source
+        self.resolvers_source = resolvers_source
         self.clock = clock
         self.wall_clock = wall_clock
         self._lock = threading.Lock()
@@ -107,7 +110,8 @@ class NamesManager:
     def prepare(
         self, names: Iterable[str], sets: Iterable[str]
     ) -> tuple[dict[str, list[IPNetwork]], dict[str, list[IPNetwork]]]:
-        """The networks of `names` and of the daemon-maintained `sets` (@lan),
+        """The networks of `names` and of the daemon-maintained `sets` (@lan,
+        @resolvers),
         for a compile. Blocking (DNS): call it from a worker thread. Names
         without any address yet are resolved now; the others come from the
         cache, which the background task keeps current."""
@@ -141,6 +145,8 @@ class NamesManager:
             if lan is None:
                 lan = self._lan_prepared = self.lan_source()
             sets_out["lan"] = list(lan)
+        if "resolvers" in set(sets):
+            sets_out["resolvers"] = self.resolvers_source()
         with self._lock:
             networks = self.cache.networks()
         return {n: networks.get(n, []) for n in names}, sets_out

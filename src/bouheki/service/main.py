@@ -164,6 +164,11 @@ class Daemon:
                 log.warning("the system bus does not answer yet (%s): enforcing now; the D-Bus "
                             "API follows as soon as it does", e)  # fmt: skip
                 bus_later = loop.create_task(self.serve_bus_when_up())
+            except ImportError as e:  # no D-Bus library, or a broken one (dbuslib)
+                print(f"bouheki: D-Bus library: {e}", file=sys.stderr)
+                notify(f"STATUS=requirement missing: D-Bus library: {e}")
+                self.engine.stop()
+                return EXIT_KERNEL
             except Exception as e:
                 print(f"bouheki: D-Bus: {e}", file=sys.stderr)
                 self.engine.stop()

@@ -15,11 +15,8 @@ RESTARTING_JOBS = ("restart", "try-restart", "reload-or-restart", "reload-or-try
 
 
 async def _call(bus: Any, path: str, interface: str, member: str, sig: str, body: list) -> Any:
-    # The same fallback as bus/_dbus.py: dbus-fast where dbus-next is absent.
-    try:
-        from dbus_next import Message, MessageType
-    except ImportError:  # pragma: no cover - exercised only where dbus-fast is installed
-        from dbus_fast import Message, MessageType  # type: ignore[no-redef]
+    # Imported here: the rest of units/ must not need a D-Bus library.
+    from ..dbuslib import Message, MessageType
 
     reply = await bus.call(
         Message(destination=SYSTEMD, path=path, interface=interface, member=member,

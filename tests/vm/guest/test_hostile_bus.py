@@ -35,8 +35,8 @@ from hypothesis import strategies as st
 from labkit import UNITS, as_user, sh
 
 from bouheki.bus import names
-from bouheki.bus._dbus import BusType, Message, MessageBus, MessageType, Variant
 from bouheki.bus.wire import unwrap
+from bouheki.dbuslib import BusType, Message, MessageBus, MessageType, Variant
 
 # The strategies and the model shared with tests/unit/test_fuzz_bus.py.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit"))

@@ -321,6 +321,70 @@ def test_no_connection_gets_through_during_the_upgrade(upgrade: dict[str, Any]) 
     )
 
 
+# Where tests/run-all leaves what the guest cannot download: a dbus-fast
+# that marshals right (PyPI) and python3-dbus-next's .deb, to put it back.
+DBUS_FAST = SRC / ".lab" / "pypi" / "dbus-fast"
+DBUS_NEXT_DEBS = SRC / ".lab" / "debs"
+BUS_CALL = ("busctl", "call", "org.bouheki.Bouheki1", "/org/bouheki/Bouheki1",
+            "org.bouheki.Bouheki1.Manager")  # fmt: skip
+# Blocked with this command name: a non-ASCII string in the Blocked signal.
+NON_ASCII_CONNECT = (
+    "import ctypes, socket; ctypes.CDLL(None).prctl(15, 'bh-\u0101'.encode(), 0, 0, 0); "
+    "s = socket.socket(); s.settimeout(5); s.connect_ex(('10.0.1.71', 80))"
+)
+
+
+def test_with_only_dbus_fast_installed() -> None:
+    """Without python3-dbus-next: bookworm's python3-dbus-fast is refused with
+    the reason and no restart loop; a dbus-fast that marshals right serves
+    the API, stays on the bus through non-ASCII strings, and a stop detaches."""
+    assert prop("MainPID") != "0"
+    sh("dpkg", "--remove", "--force-depends", "python3-dbus-next")
+    try:
+        sh("systemctl", "restart", "bouheki", check=False, timeout=300)
+        assert wait_for(lambda: state("is-active") == "failed", 120), journal()
+        assert prop("ExecMainStatus") == "3", journal()
+        assert "D-Bus library" in prop("StatusText"), prop("StatusText")
+        restarts = prop("NRestarts")
+        time.sleep(3)
+        assert prop("NRestarts") == restarts and state("is-active") == "failed"
+        assert "non-ASCII" in journal()
+        assert not Path("/sys/fs/bpf/bouheki").exists()  # nothing left enforcing
+        assert curl_in(UNIT, DENIED) == 0
+
+        d = Path("/run/systemd/system/bouheki.service.d")
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "dbus-fast.conf").write_text(f"[Service]\nEnvironment=PYTHONPATH={DBUS_FAST}\n")
+        sh("systemctl", "daemon-reload")
+        sh("systemctl", "reset-failed", "bouheki")
+        sh("systemctl", "start", "bouheki", timeout=300)
+        assert wait_for(lambda: "(dbus-fast)" in journal(20), 60), journal()
+        pid = prop("MainPID")
+        assert curl_in(UNIT, DENIED) == 7
+        assert sh(*BUS_CALL, "GetStatistics").stdout.startswith("a{sv} ")
+        # Non-ASCII going out: a Blocked signal, an error quoting the caller.
+        sh("systemd-run", "--quiet", "--wait", "--collect", f"--unit={UNIT}",
+           "--", "python3", "-c", NON_ASCII_CONNECT)  # fmt: skip
+        bad = sh(*BUS_CALL, "Explain", "a{sv}", "1", "address", "s", "\u0101", check=False)
+        assert bad.returncode != 0 and "\u0101" in bad.stderr, bad
+        time.sleep(1)
+        assert sh(*BUS_CALL, "GetStatistics").stdout.startswith("a{sv} ")
+        assert prop("MainPID") == pid and state("is-active") == "active", journal()
+        # A stop detaches (units/systemd.py imported dbus_next itself, so it
+        # could not tell a stop from a restart and left the programs pinned).
+        sh("systemctl", "stop", "bouheki", timeout=120)
+        assert not Path("/sys/fs/bpf/bouheki").exists()
+        assert curl_in(UNIT, DENIED) == 0
+    finally:
+        Path("/run/systemd/system/bouheki.service.d/dbus-fast.conf").unlink(missing_ok=True)
+        sh("systemctl", "daemon-reload")
+        debs = sorted(glob.glob(str(DBUS_NEXT_DEBS / "python3-dbus-next_*.deb")))
+        sh("dpkg", "-i", *debs)
+        sh("systemctl", "reset-failed", "bouheki", check=False)
+        sh("systemctl", "start", "bouheki", timeout=300)
+    assert curl_in(UNIT, DENIED) == 7
+
+
 def test_remove_stops_the_service_and_keeps_the_configuration() -> None:
     # A daemon that did not stop cleanly (killed, its restart refused) leaves
     # its programs pinned and enforcing: removing the package removes them.

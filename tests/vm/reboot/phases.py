@@ -2,12 +2,18 @@
 ask for a reboot (exit 3: not finished). `after`: bouheki came up at boot,
 before the unit that requires it, whose first connect it blocked and logged;
 the boot had no ordering cycle; the API came once the bus did. Figures go
-to /results/figures.txt."""
+to /results/figures.txt.
+
+BOUHEKI_REBOOT_INSTALL=deb installs the built .deb with apt instead of the
+checkout (tests/vm/guest-install): the package's own unit, enabled by its
+postinst, is what comes up at boot."""
 
 from __future__ import annotations
 
 import errno
+import glob
 import json
+import os
 import subprocess
 import sys
 import time
@@ -62,8 +68,29 @@ def figure(line: str) -> None:
         f.write(line + "\n")
 
 
+def install() -> str:
+    """How bouheki was installed: from the checkout, or the .deb with apt."""
+    if os.environ.get("BOUHEKI_REBOOT_INSTALL") != "deb":
+        sh(str(SRC / "tests/vm/guest-install"))
+        return "checkout"
+    version = sh("bash", "-c", f". {SRC}/packaging/lib.sh && pkg_version").strip()
+    deb = SRC / "dist" / f"bouheki_{version}_all.deb"
+    if not deb.is_file():
+        raise SystemExit(f"no {deb}: run `make deb` first ({glob.glob(str(SRC / 'dist/*.deb'))})")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    r = subprocess.run(["apt-get", "install", "-y", "-q", str(deb)],
+                       capture_output=True, text=True, timeout=900, env=env)  # fmt: skip
+    if r.returncode != 0:
+        raise SystemExit(f"apt-get install {deb}: {r.returncode}: {r.stdout}{r.stderr}")
+    # The package enabled and started it; the reboot must bring it back.
+    if prop("bouheki.service", "UnitFileState") != "enabled":
+        raise SystemExit("the package did not enable bouheki.service")
+    return "deb"
+
+
 def before() -> int:
-    sh(str(SRC / "tests/vm/guest-install"))
+    how = install()
+    (RESULTS / "installed-from").write_text(how)
     Path("/etc/bouheki/units/bh-guarded.service.toml").write_text(
         '[network]\ndeny = ["10.0.1.71"]\n'
     )
@@ -86,7 +113,7 @@ def before() -> int:
         "[Service]\nExecStopPost=\nExecStopPost=/bin/systemctl reboot --no-block\n"
     )
     sh("systemctl", "daemon-reload")
-    print("[reboot] installed and enabled; rebooting", flush=True)
+    print(f"[reboot] installed ({how}) and enabled; rebooting", flush=True)
     return 3  # not finished: the second boot writes the verdict
 
 
@@ -101,6 +128,7 @@ def wait_for(pred, timeout: float) -> bool:  # type: ignore[no-untyped-def]
 
 def after() -> int:
     failures: list[str] = []
+    how = (RESULTS / "installed-from").read_text()
 
     def check(ok: bool, what: str) -> None:
         print(f"[reboot] {'ok  ' if ok else 'FAIL'} {what}", flush=True)
@@ -141,7 +169,7 @@ def after() -> int:
     check(start < dbus_up, "bouheki started before the system bus")
     # (systemd-analyze critical-chain has nothing to say before the boot,
     # which this job is part of, has finished: the timestamps say it.)
-    figure(f"reboot: bouheki start to READY=1 at boot {(ready - start) / 1e6:.1f} s; "
+    figure(f"reboot ({how}): bouheki start to READY=1 at boot {(ready - start) / 1e6:.1f} s; "
            f"READY=1 at {ready / 1e6:.1f} s after boot; {GUARDED} started at "
            f"{guarded_start / 1e6:.1f} s")  # fmt: skip
     return 1 if failures else 0
