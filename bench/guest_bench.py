@@ -653,6 +653,10 @@ def start_and_measure(unit: str, start: list[str]) -> dict[str, Any]:
         raise RuntimeError(f"{unit} is {p.get('ActiveState')} after start")
     time.sleep(2)
     st = proc_status(int(p["MainPID"]))
+    # The unit's memory peak: the daemon and the compiler child it ran
+    # (memory.peak, Linux 5.19), against the daemon's own VmHWM.
+    peak_file = Path("/sys/fs/cgroup/system.slice") / unit / "memory.peak"
+    unit_peak = int(peak_file.read_text()) if peak_file.exists() else 0
     active, begin = (
         int(p["ActiveEnterTimestampMonotonic"]),
         int(p["InactiveExitTimestampMonotonic"]),
@@ -663,6 +667,7 @@ def start_and_measure(unit: str, start: list[str]) -> dict[str, Any]:
         "start_command_s": wall,
         "rss": st["VmRSS"],
         "peak_rss": st["VmHWM"],
+        "unit_peak": unit_peak,
     }
 
 

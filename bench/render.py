@@ -281,8 +281,14 @@ def startup_section(data: dict[str, Any]) -> list[str]:
         f"{spread(bare['rss'], '{:.0f}', 2**-20)} | {spread(r['rss'])} |",
         f"| peak RSS (VmHWM), MiB | {spread(b['peak_rss'], '{:.0f}', 2**-20)} | "
         f"{spread(bare['peak_rss'], '{:.0f}', 2**-20)} | |",
-        "",
     ]
+    if b.get("unit_peak"):
+        lines.append(
+            f"| the unit's memory peak (memory.peak: the daemon and its compiler child), MiB | "
+            f"{spread(b['unit_peak'], '{:.0f}', 2**-20)} | "
+            f"{spread(bare.get('unit_peak'), '{:.0f}', 2**-20)} | |"
+        )
+    lines.append("")
     bd = s.get("breakdown_s")
     if bd:
         parts = ", ".join(

@@ -47,7 +47,7 @@
 #define BH_REASON_FAMILY 5    /* a socket family the programs do not judge */
 
 /* global counter slots */
-#define BH_G_CHECKS 0        /* hook invocations that were judged */
+/* slot 0 is free: judged calls are the rules' hits and the refusals */
 #define BH_G_EVENTS 1        /* events written to the ring buffer */
 #define BH_G_EVENTS_LOST 2   /* events that could not be reserved */
 #define BH_G_NO_STATE 3      /* hook ran before any generation was active */

@@ -134,8 +134,8 @@ def test_every_map_the_swap_touches_exists_in_the_programs() -> None:
     import re
     from pathlib import Path
 
-    from bouheki.kernel.bccmaps import MAP_NAMES
     from bouheki.kernel.generation import UnitName
+    from bouheki.kernel.maps import MAP_NAMES
 
     touched: set[str] = set()
 

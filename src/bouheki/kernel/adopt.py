@@ -16,10 +16,11 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from .bccmaps import MAP_NAMES, errno_of
+from . import bpfsys
+from .maps import MAP_NAMES
 from .pinning import Pins
 
-# Every map the daemon touches by file descriptor: BccMaps', the counters', the events'.
+# Every map the daemon touches by file descriptor: Maps', the counters', the events'.
 MAPS = (*MAP_NAMES, "counters", "gcounters", "events")
 _PROBE = re.compile(r"^\s*(LSM_PROBE|RAW_TRACEPOINT_PROBE)\((\w+)", re.M)
 
@@ -31,13 +32,10 @@ def program_names(source: str) -> set[str]:
 
 
 def obj_get(path: Path) -> int:
-    from bcc.libbcc import lib
-
-    fd = lib.bpf_obj_get(str(path).encode())
-    if fd < 0:
-        err = errno_of(fd)
-        raise OSError(err, f"cannot open pinned {path}: {os.strerror(err)}")
-    return int(fd)
+    try:
+        return bpfsys.obj_get(str(path))
+    except OSError as e:
+        raise OSError(e.errno, f"cannot open pinned {path}: {e.strerror}") from None
 
 
 def _close_all(fds: Iterable[int]) -> None:

@@ -26,7 +26,6 @@ class RuleCount:
 
 @dataclass
 class GlobalCounts:
-    checks: int = 0
     events: int = 0
     events_lost: int = 0
     no_state: int = 0
@@ -45,7 +44,6 @@ class CounterReader:
             return sum(self._global.get(slot))
 
         return GlobalCounts(
-            checks=total(layout.G_CHECKS),
             events=total(layout.G_EVENTS),
             events_lost=total(layout.G_EVENTS_LOST),
             no_state=total(layout.G_NO_STATE),

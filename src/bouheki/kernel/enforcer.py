@@ -11,9 +11,9 @@ from typing import Any
 from ..policy.assemble import CompiledPolicySet
 from ..units import cgroupfs
 from ..units.scope import Binding, ScopePlan, simple_pattern
-from .bccmaps import BccMaps
 from .counters import CounterReader
 from .generation import GenerationSwap, ScopeSink, UnitName, UnitPattern
+from .maps import Maps
 
 
 @dataclass
@@ -29,7 +29,7 @@ def bindings(compiled: CompiledPolicySet) -> list[Binding]:
 class Enforcer:
     def __init__(self, programs: Any, cgroup_root: Path | None = None) -> None:
         self.programs = programs
-        self.maps = BccMaps(programs)
+        self.maps = Maps(programs)
         sizes = getattr(programs, "sizes", None)
         self.swap = GenerationSwap(self.maps, capacities=sizes.capacities() if sizes else None)
         self.counters = CounterReader(programs)

@@ -71,8 +71,8 @@ def decode(raw: layout.Event) -> KernelEvent:
 
 
 class EventReader:
-    """Polls the ring buffer on a thread of its own (bcc offers no fd to
-    await) and hands each decoded event to a callback."""
+    """Polls the ring buffer on a thread of its own and hands each decoded
+    event to a callback."""
 
     def __init__(self, programs: Any, callback: Callable[[KernelEvent], None]) -> None:
         self._callback = callback
@@ -80,9 +80,10 @@ class EventReader:
         self._thread: threading.Thread | None = None
         self._ring = RingBuffer(programs.map_fd("events"), self._on_raw)
 
-    def _on_raw(self, data: int, _size: int) -> None:
-        raw = ct.cast(data, ct.POINTER(layout.Event)).contents
-        self._callback(decode(raw))
+    def _on_raw(self, data: bytes) -> None:
+        if len(data) < ct.sizeof(layout.Event):
+            return  # not one of ours: the programs only submit whole events
+        self._callback(decode(layout.Event.from_buffer_copy(data)))
 
     def poll(self, timeout_ms: int = 100) -> None:
         self._ring.poll(timeout_ms)

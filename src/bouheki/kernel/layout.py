@@ -168,7 +168,6 @@ C_NAMES: dict[str, type[ct.Structure]] = {
 }
 
 # Global counter slots (BH_G_* in the header).
-G_CHECKS = 0
 G_EVENTS = 1
 G_EVENTS_LOST = 2
 G_NO_STATE = 3

@@ -1,17 +1,25 @@
 """Compile bpf/bouheki.bpf.c with bcc and attach its programs, or adopt the
-identical programs a predecessor left pinned."""
+identical programs a predecessor left pinned.
+
+With pins (the daemon), the compile runs in a child process
+(kernel/compiler.py) and the daemon holds only file descriptors: it never
+loads bcc or LLVM. Without (the lab's tests), bcc compiles in-process and
+nothing is pinned."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..policy.tables import MAX_POLICIES
-from . import btf, requirements
-from .adopt import adopt_links
+from . import btf, compiler, requirements
+from .adopt import adopt_links, obj_get, open_maps
 from .pinning import Pins, layout_tag
 
 BPF_SOURCE = "bouheki.bpf.c"
@@ -66,8 +74,9 @@ class MapSizes:
 
 
 class Programs:
-    """The attached programs, by their maps' file descriptors: either compiled
-    and loaded by bcc now (bpf is set), or adopted from a predecessor's pins."""
+    """The attached programs, by their maps' file descriptors: either
+    compiled by bcc in this process (bpf is set, nothing pinned), or pinned
+    (compiled by a child now, or adopted from a predecessor)."""
 
     def __init__(
         self,
@@ -76,12 +85,14 @@ class Programs:
         pins: Pins | None = None,
         map_fds: dict[str, int] | None = None,
         link_fds: list[int] | None = None,
+        compiled: bool = True,
     ) -> None:
         self.bpf = bpf
         self.sizes = sizes
         self.pins = pins
         self._map_fds = map_fds
         self._link_fds = link_fds or []
+        self.compiled = compiled  # compiled for this instance, rather than adopted
         self.adopted: list[str] = []  # predecessor instances whose links we replaced or took
         self._keep_layout: str | None = None  # set while predecessors still enforce
 
@@ -102,11 +113,6 @@ class Programs:
         self._keep_layout = None
         self.adopted += released
         return released
-
-    @property
-    def compiled(self) -> bool:
-        """Compiled and loaded now, rather than adopted."""
-        return self.bpf is not None
 
     def map_fd(self, name: str) -> int:
         if self._map_fds is not None:
@@ -139,13 +145,6 @@ def load(
     sizes = sizes or MapSizes()
     if check:
         requirements.check()
-    try:
-        from bcc import BPF
-    except ImportError as e:
-        raise requirements.KernelUnsupported(
-            "the bcc Python module is missing: install python3-bpfcc (Debian/Ubuntu) or "
-            "python3-bcc (Fedora); the PyPI package named 'bcc' is unrelated"
-        ) from e
     src = bpf_dir()
     try:
         offsets = btf.cflags()
@@ -156,31 +155,65 @@ def load(
         ) from e
     cflags = [f"-I{src}", "-Wno-macro-redefined", *sizes.cflags(), *offsets]
     if pins is None:
-        return Programs(_compile(BPF, src, cflags), sizes)
+        return Programs(_compile_here(src, cflags), sizes)
     tag = layout_tag([src / BPF_SOURCE, src / "bouheki.h"], cflags)
     taken = adopt_links(pins, tag, (src / BPF_SOURCE).read_text()) if adopt else None
     if taken is not None:
         predecessor, map_fds, link_fds = taken
-        programs = Programs(None, sizes, pins, map_fds=map_fds, link_fds=link_fds)
+        programs = Programs(None, sizes, pins, map_fds=map_fds, link_fds=link_fds, compiled=False)
         programs.adopted = [predecessor]
-    else:
-        cflags.append(f'-DBH_PIN_DIR="{pins.maps_dir(tag)}"')
-        programs = Programs(_compile(BPF, src, cflags), sizes, pins)
-        pins.pin_links(programs.bpf, tag)
-    programs._keep_layout = tag
-    if taken is not None:
+        programs._keep_layout = tag
         # Adopted maps hold the running policy: the predecessors may go now.
         programs.release_predecessors()
+        return programs
+    cflags.append(f'-DBH_PIN_DIR="{pins.maps_dir(tag)}"')
+    _compile_in_child(src, cflags, pins, tag)
+    programs = _open_own(pins, tag, sizes)
     # Compiled ones start empty (no generation: they judge nothing): the
     # predecessors' programs keep blocking until the first apply fills ours.
+    programs._keep_layout = tag
     return programs
 
 
-def _compile(bpf_class: Any, src: Path, cflags: list[str]) -> Any:
+def _compile_here(src: Path, cflags: list[str]) -> Any:
     try:
-        # bcc attaches each program as it loads it: from here on, our
-        # programs and any predecessor's pinned ones both judge, on the same
-        # pinned maps, until the predecessor's links are released.
-        return bpf_class(src_file=str(src / BPF_SOURCE).encode(), cflags=cflags)
+        from bcc import BPF
+    except ImportError as e:
+        raise requirements.KernelUnsupported(
+            "the bcc Python module is missing: install python3-bpfcc (Debian/Ubuntu) or "
+            "python3-bcc (Fedora); the PyPI package named 'bcc' is unrelated"
+        ) from e
+    try:
+        return BPF(src_file=str(src / BPF_SOURCE).encode(), cflags=cflags)
     except Exception as e:  # bcc raises bare Exception for compile and load errors
         raise requirements.explain_load_error(e) from e
+
+
+def _compile_in_child(src: Path, cflags: list[str], pins: Pins, tag: str) -> None:
+    """kernel/compiler.py in a process of its own, with this interpreter."""
+    request = {"src": str(src), "cflags": cflags, "root": str(pins.root), "tag": tag,
+               "instance": pins.instance}  # fmt: skip
+    # The package as this process found it (a checkout's src/ included).
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "bouheki.kernel.compiler"],
+        input=json.dumps(request), capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    why = r.stderr.strip().splitlines()
+    if r.returncode == compiler.EXIT_UNSUPPORTED:
+        raise requirements.KernelUnsupported(why[-1] if why else "the compiler gave no reason")
+    if r.returncode != 0:
+        detail = "\n".join(why[-20:]) or f"exit status {r.returncode}"
+        raise RuntimeError(f"compiling the BPF programs failed: {detail}")
+
+
+def _open_own(pins: Pins, tag: str, sizes: MapSizes) -> Programs:
+    """The maps and links the child pinned for this instance."""
+    map_fds = open_maps(pins.maps_dir(tag))
+    if map_fds is None:
+        raise RuntimeError(f"the compiler left no complete set of maps in {pins.maps_dir(tag)}")
+    links = sorted(pins.links_dir(tag).iterdir())
+    link_fds = [obj_get(p) for p in links]
+    return Programs(None, sizes, pins, map_fds=map_fds, link_fds=link_fds, compiled=True)

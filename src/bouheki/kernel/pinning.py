@@ -20,15 +20,13 @@ holds a dot: the BPF file system refuses them.
 
 from __future__ import annotations
 
-import ctypes as ct
 import hashlib
 import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-from .bccmaps import errno_of
+from . import bpfsys
 
 ROOT = Path("/sys/fs/bpf/bouheki")
 
@@ -43,9 +41,9 @@ def layout_tag(sources: Iterable[Path], cflags: Iterable[str]) -> str:
 
 
 class Pins:
-    def __init__(self, root: Path = ROOT) -> None:
+    def __init__(self, root: Path = ROOT, instance: str | None = None) -> None:
         self.root = root
-        self.instance = f"{os.getpid()}-{os.urandom(4).hex()}"
+        self.instance = instance or f"{os.getpid()}-{os.urandom(4).hex()}"
 
     def maps_dir(self, tag: str) -> Path:
         d = self.root / tag / "maps"
@@ -58,19 +56,17 @@ class Pins:
     def links_dir(self, tag: str) -> Path:
         return self._links() / f"{tag}_{self.instance}"
 
-    def pin_links(self, bpf: Any, tag: str) -> list[Path]:
-        """Pin every link of bpf (its LSM and raw tracepoint attachments)."""
-        from bcc.libbcc import lib
-
+    def pin_links(self, fds: dict[str, int], tag: str) -> list[Path]:
+        """Pin every link (program name -> link fd) under this instance."""
         d = self.links_dir(tag)
         d.mkdir(parents=True, exist_ok=True)
         pinned = []
-        fds = {**bpf.lsm_fds, **bpf.raw_tracepoint_fds}
         for name, fd in fds.items():
-            path = d / (name.decode() if isinstance(name, bytes) else str(name))
-            rc = lib.bpf_obj_pin(ct.c_int(fd), str(path).encode())
-            if rc < 0:
-                raise OSError(errno_of(rc), f"pinning {path} failed")
+            path = d / name
+            try:
+                bpfsys.obj_pin(fd, str(path))
+            except OSError as e:
+                raise OSError(e.errno, f"pinning {path} failed: {e.strerror}") from None
             pinned.append(path)
         return pinned
 

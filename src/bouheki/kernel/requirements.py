@@ -73,11 +73,24 @@ def problems(host: Host) -> list[str]:
     if not host.headers:
         out.append(
             f"no kernel headers at /lib/modules/{host.release}/build: install the headers "
-            f"of the running kernel (Debian: linux-headers-{host.release})"
+            f"of the running kernel ({headers_packages(host.release)})"
         )
     if host.euid != 0:
         out.append("bouheki must run as root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN)")
     return out
+
+
+def headers_packages(release: str) -> str:
+    """Which package to install for the headers of `release`. The package
+    cannot depend on them (Architecture: all; and the flavour is the running
+    kernel's, cloud or rt or backports, which no dependency can name)."""
+    exact = f"linux-headers-{release}"
+    # Debian's release is VERSION-ABI-FLAVOUR (6.1.0-57-cloud-amd64): the
+    # flavour's metapackage follows the kernel's upgrades.
+    parts = release.split("-", 2)
+    if len(parts) == 3 and parts[1].isdigit() and parts[2]:
+        return f"Debian: {exact}, and linux-headers-{parts[2]} to follow kernel upgrades"
+    return f"Debian: {exact}; Fedora: kernel-devel-{release}"
 
 
 def check(host: Host | None = None) -> None:

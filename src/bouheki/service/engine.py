@@ -429,7 +429,9 @@ class Engine:
             blocked, would, hits = blocked + pb, would + pw, hits + ph
             policies.append(api.PolicyCounters(t.name, ph, pb, pw, rules))
         return api.Statistics(
-            checks=g.checks,
+            # Every judged call is a rule's hit or a refusal (the programs
+            # keep no separate count: a cold per-CPU slot on every call).
+            checks=hits + g.refused,
             allowed=hits - blocked - would,
             blocked=blocked,
             would_block=would,

@@ -5,7 +5,6 @@ the watchdog, and no window when a protected unit starts."""
 
 from __future__ import annotations
 
-import ctypes as ct
 import json
 import os
 import subprocess
@@ -179,18 +178,15 @@ def test_watchdog_keeps_the_service_alive(daemon: None) -> None:
 
 def scope_cgroup_ids() -> set[int]:
     """The cgroup ids in the kernel's scopes map, read from its pin."""
-    from bcc.libbcc import lib
+    from bouheki.kernel import bpfsys
 
     path = next(Path("/sys/fs/bpf/bouheki").glob("*/maps/scopes"))
-    fd = lib.bpf_obj_get(str(path).encode())
-    assert fd >= 0, f"cannot open {path}"
+    fd = bpfsys.obj_get(str(path))
     ids: set[int] = set()
-    cur, nxt = ScopeKey(), ScopeKey()
-    rc = lib.bpf_get_first_key(fd, ct.byref(nxt), ct.sizeof(ScopeKey))
-    while rc == 0:
+    cur, nxt = None, ScopeKey()
+    while bpfsys.next_key(fd, cur, nxt):
         ids.add(int(nxt.cgroup_id))
-        ct.memmove(ct.byref(cur), ct.byref(nxt), ct.sizeof(ScopeKey))
-        rc = lib.bpf_get_next_key(fd, ct.byref(cur), ct.byref(nxt))
+        cur = ScopeKey.from_buffer_copy(nxt)
     os.close(fd)
     return ids
 
@@ -299,3 +295,40 @@ def test_an_invalid_configuration_at_start_is_no_restart_loop(daemon: None) -> N
         bad.unlink()
         sh("systemctl", "reset-failed", "bouheki", check=False)
         sh("systemctl", "start", "bouheki", timeout=300)
+
+
+def test_missing_kernel_headers_stop_the_start_and_name_the_package(daemon: None) -> None:
+    """Exit 3 (in RestartPreventExitStatus=): the status names the headers
+    package of the running kernel, and nothing is left attached."""
+    build = Path(f"/lib/modules/{os.uname().release}/build")
+    aside = build.with_name("build.bh-aside")
+    sh("systemctl", "stop", "bouheki")
+    build.rename(aside)
+    try:
+        r = sh("systemctl", "start", "bouheki", check=False, timeout=300)
+        assert r.returncode != 0
+        time.sleep(3)  # RestartSec=1s: a loop would have restarted by now
+        assert prop("bouheki.service", "ActiveState") == "failed"
+        assert prop("bouheki.service", "ExecMainStatus") == "3"
+        assert prop("bouheki.service", "NRestarts") == "0"
+        status = prop("bouheki.service", "StatusText")
+        assert f"linux-headers-{os.uname().release}" in status, status
+        assert not Path("/sys/fs/bpf/bouheki").exists()
+    finally:
+        aside.rename(build)
+        sh("systemctl", "reset-failed", "bouheki", check=False)
+        sh("systemctl", "start", "bouheki", timeout=300)
+
+
+def test_the_daemon_does_not_carry_bcc_or_llvm(daemon: None) -> None:
+    """The programs are compiled by a short-lived child (kernel/compiler.py):
+    the daemon itself maps no libbcc, LLVM or clang. (Its RSS is bench/'s.)"""
+    pid = prop("bouheki.service", "MainPID")
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    carried = {
+        line.split()[-1]
+        for line in maps.splitlines()
+        if any(lib in line for lib in ("libbcc", "libLLVM", "libclang", "libbpf"))
+    }
+    assert carried == set()
+    assert "bouheki" in maps or "python3" in maps  # the right process was read

@@ -1,15 +1,16 @@
-"""MapIO over the programs' maps, by file descriptor: one syscall per entry,
-through libbcc directly (bcc's Table.__setitem__ costs several times more)."""
+"""MapIO over the programs' maps, by file descriptor: one bpf(2) call per
+entry (kernel/bpfsys.py; bcc's Table.__setitem__ costs several times more,
+and the daemon does not load bcc at all)."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
 import errno as errno_mod
-import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from . import layout
+from . import bpfsys, layout
 
 MAP_NAMES = (
     "state",
@@ -41,49 +42,30 @@ _KEYS: dict[str, type[ct.Structure]] = {
 }
 
 
-def _lib() -> Any:
-    from bcc.libbcc import lib
-
-    return lib
-
-
-def errno_of(rc: int) -> int:
-    """The errno of a failed libbcc call: libbpf returns -errno, bcc's own
-    wrappers -1 with errno set."""
-    return -rc if rc != -1 else ct.get_errno()
-
-
-class BccMaps:
+class Maps:
     def __init__(self, programs: Any) -> None:
-        self._lib = _lib()
         self._fds = {n: programs.map_fd(n) for n in MAP_NAMES}
 
-    def _check(self, rc: int, what: str, name: str) -> None:
-        if rc < 0:
-            err = errno_of(rc)
-            raise OSError(err, f"{what} in map {name}: {os.strerror(err)}")
-
     def update(self, name: str, key: ct.Structure, value: ct.Structure | ct.c_uint64) -> None:
-        rc = self._lib.bpf_update_elem(self._fds[name], ct.byref(key), ct.byref(value), 0)
-        if rc < 0:
-            err = errno_of(rc)
-            full = err in (errno_mod.E2BIG, errno_mod.ENOSPC, errno_mod.ENOMEM)
+        try:
+            bpfsys.update(self._fds[name], key, value)
+        except OSError as e:
+            full = e.errno in (errno_mod.E2BIG, errno_mod.ENOSPC, errno_mod.ENOMEM)
             hint = " (the map is full: raise its size)" if full else ""
-            raise OSError(err, f"update of map {name} failed: {os.strerror(err)}{hint}")
+            raise OSError(e.errno, f"update of map {name} failed: {e.strerror}{hint}") from None
 
     def delete(self, name: str, key: ct.Structure) -> None:
-        self._lib.bpf_delete_elem(self._fds[name], ct.byref(key))  # a missing key is fine
+        with contextlib.suppress(FileNotFoundError):  # a missing key is fine
+            bpfsys.delete(self._fds[name], key)
 
     def _keys(self, name: str) -> Iterator[ct.Structure]:
         kt = _KEYS[name]
         fd = self._fds[name]
-        cur = kt()
+        cur: ct.Structure | None = None
         nxt = kt()
-        rc = self._lib.bpf_get_first_key(fd, ct.byref(nxt), ct.sizeof(kt))
-        while rc == 0:
+        while bpfsys.next_key(fd, cur, nxt):
             yield kt.from_buffer_copy(nxt)
-            ct.memmove(ct.byref(cur), ct.byref(nxt), ct.sizeof(kt))
-            rc = self._lib.bpf_get_next_key(fd, ct.byref(cur), ct.byref(nxt))
+            cur = kt.from_buffer_copy(nxt)
 
     def scope_keys(self, name: str = "scopes") -> Iterable[layout.ScopeKey]:
         return list(self._keys(name))  # type: ignore[arg-type]
@@ -96,18 +78,14 @@ class BccMaps:
 
     def read_state(self) -> layout.State:
         s = layout.State()
-        zero = ct.c_int(0)
-        rc = self._lib.bpf_lookup_elem(self._fds["state"], ct.byref(zero), ct.byref(s))
-        self._check(rc, "lookup", "state")
+        bpfsys.lookup(self._fds["state"], ct.c_int(0), s)
         return s
 
     def read_patterns(self) -> list[layout.Pattern]:
         out = []
         for i in range(2 * layout.MAX_PATTERNS):
             p = layout.Pattern()
-            idx = ct.c_int(i)
-            rc = self._lib.bpf_lookup_elem(self._fds["patterns"], ct.byref(idx), ct.byref(p))
-            self._check(rc, "lookup", "patterns")
+            bpfsys.lookup(self._fds["patterns"], ct.c_int(i), p)
             out.append(p)
         return out
 
