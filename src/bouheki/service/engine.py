@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .. import __version__
@@ -40,7 +41,7 @@ from ..policy.tables import (
 )
 from ..units import cgroupfs
 from ..units.scope import ScopePlan
-from . import api, environment
+from . import api, environment, policy_ids
 from .journal import ConnEvent, Journal
 
 # Warnings of one reload written to the journal; the rest are counted.
@@ -97,8 +98,12 @@ class Engine:
         search_dirs: Sequence[str] = loader.DEFAULT_SEARCH_DIRS,
         journal: Journal | None = None,
         enforcer_factory: Any = None,
+        runtime_dir: Path | None = None,
     ) -> None:
+        """runtime_dir: where the policy ids of the running generation are
+        kept for a successor (service/policy_ids.py); None keeps nothing."""
         self.config = config
+        self.runtime_dir = runtime_dir
         self.search_dirs = list(search_dirs)
         self.journal = journal or Journal()
         self._enforcer_factory = enforcer_factory
@@ -109,6 +114,11 @@ class Engine:
         # a generation it did not write (a predecessor's, read from the pinned
         # ring buffer after a restart) must not be pinned on our policies.
         self._applied_gens: dict[int, Running] = {}
+        # A predecessor's generation whose ids we know (policy_ids.py): its
+        # buffered events name their policy rightly, and our first apply
+        # keeps each policy's id (and so its counters).
+        self._inherited: dict[int, dict[int, str]] = {}
+        self._inherited_ids: dict[str, int] | None = None
         self._listeners: list[api.EngineListener] = []
         self._lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -133,6 +143,7 @@ class Engine:
         self.enforcer = await self._in_thread(factory)
         programs = self.enforcer.programs
         replacing = getattr(programs, "pending_release", lambda: [])()
+        self._inherit_ids()
         try:
             result = await self._apply(ps, time.monotonic())
         except BaseException:
@@ -149,6 +160,22 @@ class Engine:
         self._events.start()
         self.names.start(self.refresh)
         return result
+
+    def _inherit_ids(self) -> None:
+        """The predecessor's ids, if its generation is the one in force."""
+        if self.runtime_dir is None or self.enforcer is None:
+            return
+        saved = policy_ids.load(self.runtime_dir)
+        if saved is None:
+            return
+        # Fresh maps (an upgrade's) hold no generation: 0 matches nothing.
+        active = self.enforcer.swap.active_gen
+        if active != saved.generation:
+            log.info("the adopted generation %d is not the one whose policy ids were kept "
+                     "(%d): counting by fresh ids", active, saved.generation)  # fmt: skip
+            return
+        self._inherited[active] = saved.names()
+        self._inherited_ids = saved.ids
 
     def stop(self, keep_pinned: bool = False) -> None:
         """Detach: what `systemctl stop` asks for. keep_pinned (a restart):
@@ -187,7 +214,7 @@ class Engine:
     async def _apply(self, ps: PolicySet, t0: float) -> api.ReloadResult:
         assert self.enforcer is not None
         enforcer = self.enforcer
-        previous = self.running.compiled.ids if self.running else None
+        previous = self.running.compiled.ids if self.running else self._inherited_ids
 
         req = policy_set_requirements(ps)
 
@@ -203,6 +230,8 @@ class Engine:
             self.journal.reload_failed([str(e)])
             raise api.EngineError(f"{e}; the running policy stays in force") from e
         old_ids = set(previous.values()) if previous else set()
+        if self.runtime_dir is not None:
+            policy_ids.save(self.runtime_dir, applied.generation, compiled.ids)
         self.running = Running(ps, compiled, applied, _usec_now())
         self._applied_gens[applied.generation] = self.running
         while len(self._applied_gens) > KEPT_GENERATIONS:
@@ -211,10 +240,11 @@ class Engine:
         self.journal.rate.burst = ps.settings.event_rate_limit
         self.journal.rate.interval = ps.settings.event_rate_interval
         self._cgroup_paths = {cid: path for cid, (path, _) in applied.covered.items()}
-        if self._events is not None:
-            # A policy id whose policy changed starts its rule counters afresh.
-            for pid in set(compiled.ids.values()) - old_ids:
-                enforcer.counters.reset_policy(pid)
+        # A policy id whose policy changed starts its rule counters afresh;
+        # at start, every id but those of the adopted generation's policies
+        # (their ids were kept: policy_ids.py).
+        for pid in set(compiled.ids.values()) - old_ids:
+            enforcer.counters.reset_policy(pid)
         warnings = [str(w) for w in [*ps.warnings, *compiled.warnings]]
         # The caller gets them all; the journal a bounded number, written
         # from the loop that also feeds the watchdog.
@@ -314,6 +344,8 @@ class Engine:
     def _log_event(self, ev: KernelEvent, unit: str) -> api.BlockedEvent | None:
         run = self._applied_gens.get(ev.gen)
         t = run.tables(ev.policy_id) if run else None
+        inherited = self._inherited.get(ev.gen, {}).get(ev.policy_id)
+        policy = t.name if t else inherited or _foreign(ev)
         rule = ev.rule if ev.rule != DEFAULT_RULE else (t.rule_count if t else ev.rule)
         # A refusal (ev.reason) was decided by no rule.
         judged = ev.reason == Reason.POLICY
@@ -325,7 +357,7 @@ class Engine:
         verdict = VERDICT_WORDS[ev.verdict]
         self.journal.connection(
             ConnEvent(
-                verdict=verdict, unit=unit, policy=t.name if t else _foreign(ev),
+                verdict=verdict, unit=unit, policy=policy,
                 rule=ev.rule, origin=_origin_str(origin), daddr=ev.daddr, dport=ev.dport,
                 protocol=ev.protocol_name, comm=ev.comm, exe=exe, pid=ev.pid, uid=ev.uid,
                 gid=ev.gid, cgroup_id=ev.cgroup_id, hook=ev.hook.name.lower(),
@@ -336,7 +368,7 @@ class Engine:
         if ev.verdict == Verdict.ALLOWED:
             return None
         return api.BlockedEvent(
-            unit=unit, policy=t.name if t else "", verdict=verdict, daddr=ev.daddr,
+            unit=unit, policy=t.name if t else inherited or "", verdict=verdict, daddr=ev.daddr,
             dport=ev.dport, protocol=ev.protocol_name, comm=ev.comm, exe=exe, pid=ev.pid,
             uid=ev.uid, gid=ev.gid, rule=ev.rule if ev.rule != DEFAULT_RULE else api.NO_RULE,
             origin=_origin_str(origin), timestamp_usec=_usec_now(),

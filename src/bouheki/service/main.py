@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from .. import __version__
@@ -68,7 +69,10 @@ class Daemon:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         dirs = args.search_dirs or list(loader.DEFAULT_SEARCH_DIRS)
-        self.engine = Engine(config=args.config, search_dirs=dirs)
+        # systemd's RuntimeDirectory= (/run/bouheki), kept across restarts.
+        runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+        self.engine = Engine(config=args.config, search_dirs=dirs,
+                             runtime_dir=Path(runtime) if runtime else None)  # fmt: skip
         self.stopping = asyncio.Event()
         self.bus_service: Any = None
         self.bus: Any = None
@@ -237,8 +241,9 @@ class Daemon:
 
 def warm_imports(modules: tuple[str, ...]) -> threading.Thread:
     """Import modules on a thread of their own while the programs compile:
-    bcc's compile runs in C without the GIL, so on a second CPU the imports
-    cost the start-up nothing."""
+    the compile runs in a child process (kernel/compiler.py) that the main
+    thread waits for without the GIL, so on a second CPU the imports cost
+    the start-up nothing."""
 
     def run() -> None:
         for m in modules:

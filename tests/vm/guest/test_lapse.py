@@ -254,3 +254,53 @@ def test_an_upgrade_that_changes_the_programs_keeps_enforcing(
     assert len(list((PINS / "links").iterdir())) == 1
     layouts = [d for d in PINS.iterdir() if d.name != "links"]
     assert len(layouts) == 1, f"old layouts left: {layouts}"
+
+
+def policy_counts(part: str) -> dict[str, int]:
+    stats = json.loads(sh("bouhekictl", "stats", "--json").stdout)
+    (p,) = [p for p in stats["policies"] if part in p["name"]]
+    return {"hits": int(p["hits"]), "blocked": int(p["blocked"])}
+
+
+def test_an_adopting_successor_keeps_each_policys_id(daemon: None) -> None:
+    """A kill -9, then a new policy file that fresh ids would give the
+    lowest id: the successor adopts the generation in force with its ids
+    (/run/bouheki/policy-ids.json), so a policy's counters stay its own and
+    what it blocked while no daemon ran is logged under its name."""
+    x, a = "bh-ids-x.service", "bh-ids-a.service"
+    deny = '[network]\ndeny = ["10.0.1.71"]\n'
+    connect = (
+        "import socket; s = socket.socket(); s.settimeout(3); "
+        "print(s.connect_ex(('10.0.1.71', 4243)))"
+    )
+    (UNITS / f"{x}.toml").write_text(deny)
+    try:
+        assert sh("bouhekictl", "reload", check=False).returncode == 0
+        run = ["systemd-run", "--quiet", "--wait", "--pipe", "--collect", f"--unit={x}",
+               "python3", "-c", connect]  # fmt: skip
+        assert sh(*run).stdout.strip() == str(errno.EPERM)
+        assert policy_counts(x) == {"hits": 1, "blocked": 1}
+        ids = json.loads(Path("/run/bouheki/policy-ids.json").read_text())
+        (UNITS / f"{a}.toml").write_text(deny)  # read by the successor only
+        pid = main_pid()
+        sh("systemctl", "kill", "-s", "KILL", "bouheki")
+        assert sh(*run).stdout.strip() == str(errno.EPERM)  # while no daemon runs
+        wait_active(pid)
+        assert "adopted the pinned programs" in journal_of(main_pid())
+        assert policy_counts(x) == {"hits": 2, "blocked": 2}
+        assert policy_counts(a) == {"hits": 0, "blocked": 0}
+        kept = json.loads(Path("/run/bouheki/policy-ids.json").read_text())["ids"]
+        assert {n: i for n, i in kept.items() if n in ids["ids"]} == ids["ids"]
+
+        def gap_logged() -> list[dict]:
+            sh("journalctl", "--sync")
+            out = sh("journalctl", "-o", "json", "--no-pager", f"_PID={main_pid()}",
+                     "BOUHEKI_DPORT=4243").stdout  # fmt: skip
+            return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+        assert labkit.wait_for(lambda: bool(gap_logged()), 30)
+        assert {e["BOUHEKI_POLICY"] for e in gap_logged()} == {x}, gap_logged()
+    finally:
+        for unit in (x, a):
+            (UNITS / f"{unit}.toml").unlink(missing_ok=True)
+        sh("bouhekictl", "reload", check=False)
