@@ -255,7 +255,9 @@ static __always_inline u64 bh_match(u32 gen, u32 policy, struct bh_policy *p, st
 {
 	u64 m = p->valid_bits;
 
-	if (c->family == AF_INET) {
+	if (!(p->flags & BH_POLICY_KEYED_DST)) {
+		m &= p->dst_default;
+	} else if (c->family == AF_INET) {
 		struct bh_dst4_key k = {.prefixlen = 64 + 32, .gen = gen, .policy = policy};
 		__builtin_memcpy(k.addr, c->daddr, 4);
 		m &= bh_mask(dst4.lookup(&k), p->dst_default);
@@ -266,12 +268,14 @@ static __always_inline u64 bh_match(u32 gen, u32 policy, struct bh_policy *p, st
 	}
 	if (!m)
 		return 0;
-	{
+	if (p->flags & BH_POLICY_KEYED_PORT) {
 		struct bh_port_key k = {.prefixlen = 72 + 16, .gen = gen, .policy = policy,
 					.proto = c->proto};
 		k.port[0] = c->dport >> 8;
 		k.port[1] = c->dport & 0xff;
 		m &= bh_mask(ports.lookup(&k), p->port_default);
+	} else {
+		m &= p->port_default;
 	}
 	if (!m)
 		return 0;

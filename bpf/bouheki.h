@@ -22,6 +22,10 @@
 #define BH_POLICY_KEYED_EXE 16
 #define BH_POLICY_KEYED_UID 32
 #define BH_POLICY_KEYED_GID 64
+/* The same for the destination and port tries: a policy whose rules name no
+ * destination (or no port) skips that lookup, one cold trie walk a call. */
+#define BH_POLICY_KEYED_DST 256
+#define BH_POLICY_KEYED_PORT 512
 /* The policy names SCTP in a rule: without it, SCTP sockets are refused in
  * its scope (peer-advertised SCTP paths never pass a socket hook). */
 #define BH_POLICY_SCTP 128

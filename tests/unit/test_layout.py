@@ -58,6 +58,8 @@ def test_constants_match_header() -> None:
         "BH_POLICY_KEYED_EXE": layout.POLICY_KEYED_EXE,
         "BH_POLICY_KEYED_UID": layout.POLICY_KEYED_UID,
         "BH_POLICY_KEYED_GID": layout.POLICY_KEYED_GID,
+        "BH_POLICY_KEYED_DST": layout.POLICY_KEYED_DST,
+        "BH_POLICY_KEYED_PORT": layout.POLICY_KEYED_PORT,
         "BH_G_EVENTS": layout.G_EVENTS,
         "BH_G_EVENTS_LOST": layout.G_EVENTS_LOST,
         "BH_G_NO_STATE": layout.G_NO_STATE,

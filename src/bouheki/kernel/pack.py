@@ -17,10 +17,12 @@ def _mask(v: int) -> ct.c_uint64:
 
 
 def keyed_flags(t: PolicyTables) -> int:
-    """Which identity maps hold entries of this policy: the program looks up
-    only those (an absent key gives the default anyway)."""
+    """Which maps hold entries of this policy: the program looks up only
+    those (an absent key gives the default anyway)."""
     return (
-        (layout.POLICY_KEYED_COMM if t.comm else 0)
+        (layout.POLICY_KEYED_DST if t.dst4 or t.dst6 else 0)
+        | (layout.POLICY_KEYED_PORT if t.ports else 0)
+        | (layout.POLICY_KEYED_COMM if t.comm else 0)
         | (layout.POLICY_KEYED_EXE if t.exe else 0)
         | (layout.POLICY_KEYED_UID if t.uid else 0)
         | (layout.POLICY_KEYED_GID if t.gid else 0)

@@ -276,19 +276,26 @@ def test_warnings_reach_the_journal_as_warnings(daemon: None) -> None:
         reload()
 
 
+def start_fails_without_a_restart_loop(status: int) -> None:
+    """systemctl start fails with `status`, one of RestartPreventExitStatus=:
+    systemd does not restart a daemon that would fail the same way again,
+    and nothing is left attached."""
+    r = sh("systemctl", "start", "bouheki", check=False, timeout=300)
+    assert r.returncode != 0
+    time.sleep(4)  # RestartSec=1s: a loop would have restarted by now
+    assert prop("bouheki.service", "ActiveState") == "failed"
+    assert prop("bouheki.service", "ExecMainStatus") == str(status)
+    assert prop("bouheki.service", "NRestarts") == "0"
+    assert not Path("/sys/fs/bpf/bouheki").exists()
+
+
 def test_an_invalid_configuration_at_start_is_no_restart_loop(daemon: None) -> None:
-    """Exit 1 is in RestartPreventExitStatus=: systemd does not restart a
-    daemon that would fail the same way again, and says why."""
+    """Exit 1, and the journal says which file and line."""
     bad = UNITS / "bh-broken.service.toml"
     sh("systemctl", "stop", "bouheki")
     bad.write_text("[network]\ndeny = [\n")
     try:
-        r = sh("systemctl", "start", "bouheki", check=False, timeout=300)
-        assert r.returncode != 0
-        time.sleep(5)  # RestartSec=1s: a loop would have restarted by now
-        assert prop("bouheki.service", "ActiveState") == "failed"
-        assert prop("bouheki.service", "ExecMainStatus") == "1"
-        assert prop("bouheki.service", "NRestarts") == "0"
+        start_fails_without_a_restart_loop(1)
         log = sh("journalctl", "-u", "bouheki", "-n", "20", "-o", "cat", "--no-pager").stdout
         assert "bh-broken.service.toml:" in log, log
     finally:
@@ -298,22 +305,15 @@ def test_an_invalid_configuration_at_start_is_no_restart_loop(daemon: None) -> N
 
 
 def test_missing_kernel_headers_stop_the_start_and_name_the_package(daemon: None) -> None:
-    """Exit 3 (in RestartPreventExitStatus=): the status names the headers
-    package of the running kernel, and nothing is left attached."""
+    """Exit 3: the status names the headers package of the running kernel."""
     build = Path(f"/lib/modules/{os.uname().release}/build")
     aside = build.with_name("build.bh-aside")
     sh("systemctl", "stop", "bouheki")
     build.rename(aside)
     try:
-        r = sh("systemctl", "start", "bouheki", check=False, timeout=300)
-        assert r.returncode != 0
-        time.sleep(3)  # RestartSec=1s: a loop would have restarted by now
-        assert prop("bouheki.service", "ActiveState") == "failed"
-        assert prop("bouheki.service", "ExecMainStatus") == "3"
-        assert prop("bouheki.service", "NRestarts") == "0"
+        start_fails_without_a_restart_loop(3)
         status = prop("bouheki.service", "StatusText")
         assert f"linux-headers-{os.uname().release}" in status, status
-        assert not Path("/sys/fs/bpf/bouheki").exists()
     finally:
         aside.rename(build)
         sh("systemctl", "reset-failed", "bouheki", check=False)
