@@ -82,6 +82,7 @@ def parse_items(
         doc.error(path, f"expected an array like {example}, got {type_name(value)}{hint}")
         return None
     items: list[Item[Any]] = []
+    base = format_path(path)  # once, not per element: a list may hold 100,000
     for index, element in enumerate(value):
         where = (*path, index)
         try:
@@ -91,7 +92,7 @@ def parse_items(
             continue
         if warning:
             doc.warn(where, warning)
-        items.append(Item(parsed, doc.origin(where)))
+        items.append(Item(parsed, doc.origin(where, f"{base}[{index}]")))
     return tuple(items)
 
 

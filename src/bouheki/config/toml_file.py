@@ -89,12 +89,16 @@ def _too_deep(data: dict[str, Any]) -> Optional[Path]:
     stack: list[tuple[Path, object]] = [((), data)]
     while stack:
         path, value = stack.pop()
-        if len(path) > MAX_NESTING:
-            return path[:MAX_NESTING]
         if isinstance(value, dict):
-            stack += [((*path, k), v) for k, v in value.items()]
+            children = list(value.items())
         elif isinstance(value, list):
-            stack += [((*path, i), v) for i, v in enumerate(value)]
+            children = list(enumerate(value))
+        else:
+            continue
+        if children and len(path) >= MAX_NESTING:
+            return path  # a value of any kind one level deeper
+        # Only containers nest further: a list of 100,000 strings is not walked.
+        stack += [((*path, k), v) for k, v in children if isinstance(v, (dict, list))]
     return None
 
 

@@ -55,8 +55,17 @@ def fold(
     for p in by_prefix:
         lengths.setdefault((p.space, p.width), []).append(p.plen)
     ladders = {k: sorted(set(v), reverse=True) for k, v in lengths.items()}
+    every = 0
+    for rule in constraints:
+        every |= 1 << rule
     out: dict[Prefix, int] = {}
-    for prefix in by_prefix:
+    for prefix, (inc, exc) in by_prefix.items():
+        if inc | exc == every:
+            # Every rule has an entry for this very prefix: its own longest
+            # entry is this one, no ancestor can decide (a single list, the
+            # usual large policy, never walks).
+            out[prefix] = unconstrained | inc
+            continue
         space, width = prefix.space, prefix.width
         mask = decided = 0
         for plen in ladders[(space, width)]:
