@@ -38,6 +38,7 @@ from bouheki.service.api import (
     RuleCounters,
     Statistics,
     Status,
+    UnitCounters,
     Unsubscribe,
 )
 
@@ -129,6 +130,14 @@ class FakeEngine:
                 ),
                 PolicyCounters("containers", hits=40, blocked=0, would_block=2),
             ],
+            units=[UnitCounters("nginx.service", 5, 0), UnitCounters("docker-1.scope", 0, 2)],
+            generation=3,
+            reloads=3,
+            reloads_failed=1,
+            last_reload_usec=1_700_000_000_000_000,
+            last_reload_ok=False,
+            names_resolved=2,
+            names_unresolved=1,
         )
 
     def explain(self, query: ExplainQuery) -> Explanation:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from test_bus_support import PROBLEMS, PYTHON, SRC, PrivateBus, ServerThread, run_ctl
@@ -74,7 +75,8 @@ def test_stats_json_keys_are_stable(bus: PrivateBus, server: ServerThread) -> No
     data = json.loads(result.stdout)
     assert sorted(data) == [
         "allowed", "blocked", "checks", "events", "events_lost", "events_suppressed",
-        "policies", "would_block",
+        "generation", "last_reload_ok", "last_reload_usec", "names_resolved",
+        "names_unresolved", "policies", "reloads", "reloads_failed", "units", "would_block",
     ]  # fmt: skip
     assert sorted(data["policies"][0]["rules"][0]) == [
         "blocked", "hits", "index", "origin", "would_block",
@@ -208,3 +210,62 @@ def test_help_teaches_with_examples() -> None:
     assert result.returncode == 0
     for text in ("examples:", "bouhekictl explain --unit", "exit status:", "BOUHEKI_BUS_ADDRESS"):
         assert text in result.stdout
+
+
+def _families(text: str, fmt: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """name -> {labels: value}, as a Prometheus server parses the exposition."""
+    if fmt == "openmetrics":
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families
+    else:
+        from prometheus_client.parser import text_string_to_metric_families
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["prometheus", "openmetrics"])
+def test_stats_as_metrics(bus: PrivateBus, server: ServerThread, fmt: str) -> None:
+    pytest.importorskip("prometheus_client")
+    result = run_ctl(bus, "stats", f"--format={fmt}")
+    assert result.returncode == 0, result.stderr
+    m = _families(result.stdout, fmt)
+    assert m["bouheki_up"] == {(): 1.0}
+    assert m["bouheki_checks_total"] == {(): 100.0}
+    assert m["bouheki_connections_total"][(("verdict", "blocked"),)] == 5.0
+    assert (
+        m["bouheki_policy_connections_total"][(("policy", "nginx.service"), ("verdict", "allowed"))]
+        == 55.0
+    )
+    assert (
+        m["bouheki_unit_connections_total"][
+            (("unit", "docker-1.scope"), ("verdict", "would_block"))
+        ]
+        == 2.0
+    )
+    assert m["bouheki_policy_generation"] == {(): 3.0}
+    assert m["bouheki_last_reload_success"] == {(): 0.0}
+    assert m["bouheki_last_reload_timestamp_seconds"] == {(): 1_700_000_000.0}
+    assert m["bouheki_reload_failures_total"] == {(): 1.0}
+    assert m["bouheki_domain_names"][(("state", "unresolved"),)] == 1.0
+    assert m["bouheki_events_suppressed_total"] == {(): 1.0}
+
+
+def test_metrics_file_is_replaced_whole_and_says_when_the_daemon_is_down(
+    bus: PrivateBus, server: ServerThread, tmp_path: Path
+) -> None:
+    pytest.importorskip("prometheus_client")
+    out = tmp_path / "bouheki.prom"
+    result = run_ctl(bus, "stats", "--format=prometheus", "--output", str(out))
+    assert result.returncode == 0 and result.stdout == ""
+    assert _families(out.read_text(), "prometheus")["bouheki_up"] == {(): 1.0}
+    assert oct(out.stat().st_mode & 0o777) == "0o644"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bouheki.prom"]  # no temporary left
+    empty = PrivateBus()  # a bus where no bouheki runs
+    try:
+        down = run_ctl(empty, "stats", "--format=prometheus", "--output", str(out))
+    finally:
+        empty.close()
+    assert down.returncode != 0
+    assert _families(out.read_text(), "prometheus") == {"bouheki_up": {(): 0.0}}

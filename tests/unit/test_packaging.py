@@ -49,6 +49,8 @@ EXPECTED_FILES = [
     "/usr/share/bouheki/bpf/bouheki.bpf.c",
     "/usr/share/bouheki/bpf/bouheki.h",
     "/usr/lib/systemd/system/bouheki.service",
+    "/usr/lib/systemd/system/bouheki-metrics.service",
+    "/usr/lib/systemd/system/bouheki-metrics.timer",
     "/usr/lib/systemd/catalog/bouheki.catalog",
     "/usr/share/dbus-1/system.d/org.bouheki.Bouheki1.conf",
     "/usr/share/dbus-1/interfaces/org.bouheki.Bouheki1.Manager.xml",

@@ -28,6 +28,7 @@ from ..service.api import (
     RuleCounters,
     Statistics,
     Status,
+    UnitCounters,
 )
 
 FieldType = Union[str, type]  # a D-Bus signature, or a record type for a list of records
@@ -65,7 +66,16 @@ SPECS: dict[type, dict[str, FieldType]] = {
         "events_lost": "t",
         "events_suppressed": "t",
         "policies": PolicyCounters,
+        "units": UnitCounters,
+        "generation": "t",
+        "reloads": "t",
+        "reloads_failed": "t",
+        "last_reload_usec": "t",
+        "last_reload_ok": "b",
+        "names_resolved": "u",
+        "names_unresolved": "u",
     },
+    UnitCounters: {"unit": "s", "blocked": "t", "would_block": "t"},
     Explanation: {
         "verdict": "s",
         "policy": "s",

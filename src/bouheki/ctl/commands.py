@@ -11,7 +11,7 @@ from typing import Any, Callable
 from ..bus import names
 from ..bus.wire import unwrap
 from ..dbuslib import Message, MessageType, Variant
-from . import render
+from . import metrics, render
 from .check import print_check
 from .client import Client
 from .errors import EXIT_FAILURE, EXIT_OK, CtlError
@@ -43,6 +43,10 @@ async def cmd_policies(client: Client, args: argparse.Namespace, out: Output) ->
 
 async def cmd_stats(client: Client, args: argparse.Namespace, out: Output) -> int:
     (data,) = await client.call(names.METHOD_GET_STATISTICS)
+    if getattr(args, "format", "table") in metrics.FORMATS:
+        status = {"version": (await client.properties()).get("Version", "")}
+        metrics.emit(args.output, out.out, metrics.render(data, status, args.format))
+        return EXIT_OK
     out.result(data, render.statistics)
     return EXIT_OK
 

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Optional
 
+from . import metrics
 from .check import check_config_local, print_check
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CtlError
 from .output import Output
@@ -23,6 +24,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return print_check(out, check_config_local(args.path))
         return asyncio.run(run_bus_command(args, out))
     except CtlError as err:
+        if args.command == "stats" and args.format in metrics.FORMATS:
+            # The scraper learns that the daemon is down, not just nothing.
+            metrics.emit(args.output, out.out, metrics.render(None, None, args.format))
         if out.json:
             print(render_json_error(err), file=out.out)
         print(f"{PROG}: {err.message}", file=out.err)

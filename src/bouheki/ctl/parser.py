@@ -98,6 +98,15 @@ def _port(text: str, whole: str) -> int:
     return int(text)
 
 
+STATS_EPILOG = """\
+metrics:
+  bouhekictl stats --format=prometheus --output \\
+      /var/lib/prometheus/node-exporter/bouheki.prom
+  is what bouheki-metrics.timer runs every 15 s (systemctl enable --now
+  bouheki-metrics.timer); bouheki_up is 0 when the daemon does not answer.
+"""
+
+
 def _uint(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
@@ -153,7 +162,20 @@ def build_parser() -> argparse.ArgumentParser:
     command("status", "show the daemon's version, policy generation and counters")
     command("reload", "re-read and apply the configuration atomically (root)")
     command("policies", "list the running policies, their units, modes and files")
-    command("stats", "show global, per-policy and per-rule counters")
+    stats = command("stats", "show global, per-policy and per-rule counters", STATS_EPILOG)
+    stats.add_argument(
+        "--format",
+        choices=("table", "openmetrics", "prometheus"),
+        default="table",
+        help="table (default; --json for JSON), or metrics in the OpenMetrics or Prometheus "
+        "text format",
+    )
+    stats.add_argument(
+        "--output",
+        metavar="FILE",
+        help="with a metrics format: replace FILE atomically instead of printing (for "
+        "node_exporter's textfile collector); written even when the daemon does not answer",
+    )
 
     explain = command(
         "explain",

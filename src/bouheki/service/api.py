@@ -126,6 +126,17 @@ class PolicyCounters:
 
 
 @dataclass(frozen=True)
+class UnitCounters:
+    """Blocked (or, in monitor mode, would-be-blocked) calls of one unit, as
+    the events read from the kernel tell; unit "" gathers the processes in
+    no unit and, past MAX_UNIT_COUNTERS units, the rest."""
+
+    unit: str
+    blocked: int
+    would_block: int
+
+
+@dataclass(frozen=True)
 class Statistics:
     checks: int  # connects and sends judged by the BPF programs
     allowed: int
@@ -135,6 +146,14 @@ class Statistics:
     events_lost: int  # ring buffer reservations that failed
     events_suppressed: int  # events not logged because of the journal rate limit
     policies: list[PolicyCounters] = field(default_factory=list)
+    units: list[UnitCounters] = field(default_factory=list)
+    generation: int = 0
+    reloads: int = 0  # applied since the daemon started (its start included)
+    reloads_failed: int = 0
+    last_reload_usec: int = 0  # CLOCK_REALTIME of the last attempt, 0 if none
+    last_reload_ok: bool = True
+    names_resolved: int = 0  # domain names of the running policies with addresses
+    names_unresolved: int = 0  # ... and without any
 
 
 @dataclass(frozen=True)

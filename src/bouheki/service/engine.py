@@ -49,6 +49,9 @@ WARNINGS_LOGGED = 20
 # Generations whose policies events can still be attributed to (a reload
 # writes one; events are read within seconds).
 KEPT_GENERATIONS = 8
+# Units whose blocks are counted one by one (statistics, metrics); past it,
+# under "": a process cannot grow the daemon by spawning units.
+MAX_UNIT_COUNTERS = 4096
 log = logging.getLogger("bouheki")
 
 VERDICT_WORDS = {Verdict.ALLOWED: "allowed", Verdict.BLOCKED: "blocked",
@@ -126,6 +129,11 @@ class Engine:
         self.events_read = 0
         self.blocked = 0
         self.would_block = 0
+        self._unit_counts: dict[str, list[int]] = {}  # unit -> [blocked, would_block]
+        self.reloads = 0
+        self.reloads_failed = 0
+        self.last_reload_usec = 0
+        self.last_reload_ok = True
         self._cgroup_paths: dict[int, str] = {}
         self._counters_pending = False
         # Domain names and @lan, kept current between reloads (issue 8).
@@ -208,8 +216,15 @@ class Engine:
     async def reload(self) -> api.ReloadResult:
         async with self._lock:
             t0 = time.monotonic()
-            ps = await self._in_thread(self._load)
-            return await self._apply(ps, t0)
+            self.last_reload_usec, self.last_reload_ok = _usec_now(), False
+            try:
+                ps = await self._in_thread(self._load)
+                result = await self._apply(ps, t0)
+            except BaseException:
+                self.reloads_failed += 1
+                raise
+            self.last_reload_ok = True
+            return result
 
     async def _apply(self, ps: PolicySet, t0: float) -> api.ReloadResult:
         assert self.enforcer is not None
@@ -233,6 +248,7 @@ class Engine:
         if self.runtime_dir is not None:
             policy_ids.save(self.runtime_dir, applied.generation, compiled.ids)
         self.running = Running(ps, compiled, applied, _usec_now())
+        self.reloads += 1
         self._applied_gens[applied.generation] = self.running
         while len(self._applied_gens) > KEPT_GENERATIONS:
             del self._applied_gens[next(iter(self._applied_gens))]
@@ -288,11 +304,20 @@ class Engine:
         the loop a bounded amount of work (what the reader cannot keep up
         with, the kernel counts as lost)."""
         self.events_read += 1
-        if ev.verdict == Verdict.BLOCKED:
-            self.blocked += 1
-        elif ev.verdict == Verdict.WOULD_BLOCK:
-            self.would_block += 1
         unit = self.unit_of(ev.cgroup_id)
+        if ev.verdict in (Verdict.BLOCKED, Verdict.WOULD_BLOCK):
+            key = (
+                unit
+                if unit in self._unit_counts or len(self._unit_counts) < MAX_UNIT_COUNTERS
+                else ""
+            )
+            counts = self._unit_counts.setdefault(key, [0, 0])
+            if ev.verdict == Verdict.BLOCKED:
+                self.blocked += 1
+                counts[0] += 1
+            else:
+                self.would_block += 1
+                counts[1] += 1
         if not self.journal.admit(unit):
             if not self._counters_pending:
                 self._counters_pending = True
@@ -438,6 +463,7 @@ class Engine:
         if run is None or enf is None:
             return api.Statistics(0, 0, 0, 0, 0, 0, 0)
         g = enf.counters.global_counts()
+        names = self.names.states(policy_set_requirements(run.policy_set).names)
         policies = []
         blocked = would = hits = 0
         for t in run.compiled.tables:
@@ -471,6 +497,17 @@ class Engine:
             events_lost=g.events_lost,
             events_suppressed=self.journal.suppressed_total,
             policies=policies,
+            # A copy first: the event thread may add a unit meanwhile.
+            units=[
+                api.UnitCounters(u, b, w) for u, (b, w) in sorted(dict(self._unit_counts).items())
+            ],
+            generation=run.applied.generation,
+            reloads=self.reloads,
+            reloads_failed=self.reloads_failed,
+            last_reload_usec=self.last_reload_usec or run.loaded_at_usec,
+            last_reload_ok=self.last_reload_ok,
+            names_resolved=sum(1 for n in names if n.addresses),
+            names_unresolved=sum(1 for n in names if not n.addresses),
         )
 
     def _policy_for_unit(self, unit: str | None) -> int | None:
