@@ -119,13 +119,24 @@ def test_policy_names_the_right_bus_name_and_methods() -> None:
         for rule in default.findall("allow")
         if rule.get("send_interface") == names.INTERFACE
     }
-    assert readable == {"ListPolicies", "GetStatistics", "Explain", "CheckConfig"}
+    # Every method: Reload is authorized by the daemon (polkit), the rest are reads.
+    assert readable == {"ListPolicies", "GetStatistics", "Explain", "CheckConfig", "Reload"}
     assert all(
         rule.get("send_destination") == names.BUS_NAME
         for rule in default.findall("allow")
         if rule.get("send_destination")
     )
     assert root.find(f"policy[@user='root']/allow[@own='{names.BUS_NAME}']") is not None
+
+
+def test_polkit_action_is_the_one_the_daemon_asks_for() -> None:
+    actions = ET.parse(POLICY_FILE.with_suffix(".policy")).getroot()
+    (action,) = actions.findall("action")
+    assert action.get("id") == names.ACTION_MANAGE
+    defaults = action.find("defaults")
+    assert defaults is not None
+    assert defaults.findtext("allow_active") == "auth_admin_keep"
+    assert defaults.findtext("allow_any") == "auth_admin"
 
 
 def test_dbus_daemon_rejects_a_broken_policy(tmp_path: Path) -> None:
@@ -156,13 +167,14 @@ def test_unprivileged_callers_may_read_but_not_reload(
     system_bus: tuple[PrivateBus, ServerThread],
 ) -> None:
     bus, server = system_bus
+    # The bus lets the call through; the daemon asks polkit, which is not
+    # on this bus: only root may reload.
     denied = run_ctl(bus, "--json", "reload", prefix=AS_UID_1000)
     assert denied.returncode == 4, denied.stderr
-    assert (
-        json.loads(denied.stdout)["error"]["dbus_error"]
-        == "org.freedesktop.DBus.Error.AccessDenied"
-    )
-    assert server.engine.generation == 1  # the call never reached the engine
+    error = json.loads(denied.stdout)["error"]
+    assert error["dbus_error"] == names.ERROR_ACCESS_DENIED
+    assert "polkit" in error["message"]
+    assert server.engine.generation == 1  # the engine was not asked
     for command in (["stats"], ["status"], ["policies"], ["explain", "--to", "10.0.1.71:443"]):
         allowed = run_ctl(bus, "--json", *command, prefix=AS_UID_1000)
         assert allowed.returncode == 0, (command, allowed.stderr)

@@ -53,6 +53,7 @@ EXPECTED_FILES = [
     "/usr/lib/systemd/system/bouheki-metrics.timer",
     "/usr/lib/systemd/catalog/bouheki.catalog",
     "/usr/share/dbus-1/system.d/org.bouheki.Bouheki1.conf",
+    "/usr/share/polkit-1/actions/org.bouheki.Bouheki1.policy",
     "/usr/share/dbus-1/interfaces/org.bouheki.Bouheki1.Manager.xml",
     "/etc/bouheki/bouheki.toml",
     "/usr/share/man/man8/bouheki.8.gz",

@@ -63,10 +63,28 @@ SIGNATURE_CACHE_LIMIT = 256
 
 MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
 
-# The unique bus name of the caller of the method being run.
+# The unique bus name of the caller of the method being run, and whether
+# its call allows interactive authorization (the message flag).
 _caller: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
     "bouheki_bus_caller", default=None
 )
+_interactive: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "bouheki_bus_interactive", default=False
+)
+ALLOW_INTERACTIVE_AUTHORIZATION = 0x4  # the D-Bus specification's message flag
+
+
+async def authorize(bus: MessageBus, action: str, why: str) -> None:
+    """Return if the current caller may do `action`: root, or polkit says
+    so (bus/polkit.py); else raise AccessDenied saying `why`."""
+    from . import polkit
+
+    uid = await caller_uid(bus)
+    if uid == 0:
+        return
+    sender = _caller.get()
+    if sender is None or not await polkit.check(bus, sender, action, _interactive.get()):
+        raise DBusError(names.ERROR_ACCESS_DENIED, f"{why} (polkit action {action})")
 
 
 async def caller_uid(bus: MessageBus) -> Optional[int]:
@@ -122,6 +140,7 @@ class Dispatcher:
         if spec is None or msg.signature != spec.in_signature:
             return None
         token = _caller.set(msg.sender)
+        interactive = _interactive.set(bool(msg.flags & ALLOW_INTERACTIVE_AUTHORIZATION))
         try:
             if spec.is_async:
                 # The task copies the current context, caller included.
@@ -135,6 +154,7 @@ class Dispatcher:
                 reply = _error_reply(msg, exc)
         finally:
             _caller.reset(token)
+            _interactive.reset(interactive)
         return self._finish(msg, reply)
 
     def close(self) -> None:

@@ -29,7 +29,7 @@ from ..service.api import (
     Status,
 )
 from . import names
-from .dispatch import caller_uid
+from .dispatch import authorize, caller_uid
 from .signatures import dbus_method, dbus_readonly_property, dbus_signal
 from .throttle import Coalescer, SlidingWindowLimiter
 from .wire import (
@@ -108,6 +108,7 @@ class Manager(ServiceInterface):
 
     @dbus_method(names.METHOD_RELOAD, out="a{sv}")
     async def _reload(self) -> dict[str, Variant]:
+        await authorize(self._bus, names.ACTION_MANAGE, "reloading needs root or polkit's consent")
         with engine_errors("reload"):
             return encode(await self._engine.reload())
 

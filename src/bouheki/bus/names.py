@@ -28,6 +28,8 @@ DBUS_ERROR_NO_REPLY = "org.freedesktop.DBus.Error.NoReply"
 
 # Methods of INTERFACE.
 METHOD_RELOAD = "Reload"
+# The polkit action of every call that changes the daemon's state (Reload).
+ACTION_MANAGE = f"{BUS_NAME}.manage"
 METHOD_LIST_POLICIES = "ListPolicies"
 METHOD_GET_STATISTICS = "GetStatistics"
 METHOD_EXPLAIN = "Explain"

@@ -77,6 +77,7 @@ USER_ALLOWED = {
     (names.PROPERTIES_INTERFACE, "Get"),
     (names.PROPERTIES_INTERFACE, "GetAll"),
     *((names.INTERFACE, m) for m in ("ListPolicies", "GetStatistics", "Explain", "CheckConfig")),
+    (names.INTERFACE, "Reload"),  # authorized by the daemon (polkit), not the bus
 }
 MAX_DEPTH = 2  # container nesting per signature, and variants in variants
 
@@ -103,6 +104,8 @@ def ours(member: str, body: list, root: bool) -> Expect:
         return Expect("a{sv}", frozenset({names.ERROR_BAD_REQUEST}))  # the real engine judges
     if member == names.METHOD_CHECK_CONFIG and body[0] and not root:
         return error(names.ERROR_ACCESS_DENIED)
+    if member == names.METHOD_RELOAD and not root:
+        return error(names.ERROR_ACCESS_DENIED)  # polkit grants uid 1000 nothing here
     return Expect(METHOD_SIGNATURES[member][1])
 
 
