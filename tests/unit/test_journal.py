@@ -19,12 +19,25 @@ class Clock:
         return self.t
 
 
-def event(unit: str = "nginx.service", verdict: str = "blocked") -> ConnEvent:
+def event(
+    unit: str = "nginx.service", verdict: str = "blocked", exe: str = "/usr/bin/curl"
+) -> ConnEvent:
     return ConnEvent(
         verdict=verdict, unit=unit, policy=unit, rule=1, origin="/etc/bouheki/units/x.toml:4",
-        daddr="10.0.1.71", dport=80, protocol="tcp", comm="curl", exe="/usr/bin/curl",
-        pid=42, uid=1000, gid=1000, cgroup_id=77, hook="connect",
+        daddr="10.0.1.71", dport=80, protocol="tcp", comm="curl", exe=exe,
+        exe_dev=(254 << 20) | 1, exe_ino=1234, pid=42, uid=1000, gid=1000, cgroup_id=77,
+        hook="connect",
     )  # fmt: skip
+
+
+def test_no_field_is_sent_empty_and_the_executable_is_always_identified() -> None:
+    sent: list[dict[str, Any]] = []
+    Journal(send=lambda m, **f: sent.append(f)).connection(event(unit="", exe=""))
+    (f,) = sent
+    assert all(v != "" for v in f.values()), f
+    assert "BOUHEKI_EXE" not in f and "BOUHEKI_UNIT" not in f
+    assert f["BOUHEKI_EXE_DEV"] == "254:1" and f["BOUHEKI_EXE_INODE"] == "1234"
+    assert f["BOUHEKI_SCHEMA"] == "1"
 
 
 def test_fields_of_a_blocked_event() -> None:

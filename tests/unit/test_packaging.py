@@ -62,6 +62,7 @@ EXPECTED_FILES = [
     # The README is the first thing to read after an install (issue 16).
     "/usr/share/doc/bouheki/README.md",
     "/usr/share/doc/bouheki/THREATS.md",
+    "/usr/share/doc/bouheki/EVENTS.md",
 ]
 EXPECTED_DIRS = ["/etc/bouheki/units"]
 CONFFILE = "/etc/bouheki/bouheki.toml"

@@ -42,6 +42,7 @@ from ..policy.tables import (
 from ..units import cgroupfs
 from ..units.scope import ScopePlan
 from . import api, environment, policy_ids
+from .exe_paths import ExePaths
 from .journal import ConnEvent, Journal
 
 # Warnings of one reload written to the journal; the rest are counted.
@@ -130,6 +131,7 @@ class Engine:
         self.blocked = 0
         self.would_block = 0
         self._unit_counts: dict[str, list[int]] = {}  # unit -> [blocked, would_block]
+        self.exe_paths = ExePaths()
         self.reloads = 0
         self.reloads_failed = 0
         self.last_reload_usec = 0
@@ -237,6 +239,11 @@ class Engine:
             self.names.set_limits(limits_from(ps.settings))
             env = environment.build(req, self.names)
             compiled = compile_policy_set(ps, env, previous)
+            # The executables the policies name: their events get a path
+            # even when the process is gone before the event is read.
+            for path, ident in env.exes.items():
+                if ident is not None:
+                    self.exe_paths.learn(ident[0], ident[1], path)
             return compiled, enforcer.apply(compiled)
 
         try:
@@ -375,16 +382,14 @@ class Engine:
         # A refusal (ev.reason) was decided by no rule.
         judged = ev.reason == Reason.POLICY
         origin = t.origins[rule] if t and judged and rule < len(t.origins) else None
-        try:
-            exe = os.readlink(f"/proc/{ev.pid}/exe")
-        except OSError:
-            exe = ""
+        exe = self.exe_paths.of_process(ev.pid, ev.exe_dev, ev.exe_ino) or ""
         verdict = VERDICT_WORDS[ev.verdict]
         self.journal.connection(
             ConnEvent(
                 verdict=verdict, unit=unit, policy=policy,
                 rule=ev.rule, origin=_origin_str(origin), daddr=ev.daddr, dport=ev.dport,
-                protocol=ev.protocol_name, comm=ev.comm, exe=exe, pid=ev.pid, uid=ev.uid,
+                protocol=ev.protocol_name, comm=ev.comm, exe=exe, exe_dev=ev.exe_dev,
+                exe_ino=ev.exe_ino, pid=ev.pid, uid=ev.uid,
                 gid=ev.gid, cgroup_id=ev.cgroup_id, hook=ev.hook.name.lower(),
                 reason=REASON_WORDS[ev.reason],
             ),

@@ -10,6 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+# The version of the events' fields (doc/EVENTS.md), in every entry as
+# BOUHEKI_SCHEMA: a field renamed, removed or changed in meaning raises it.
+EVENT_SCHEMA = "1"
 MSG_BLOCKED = "970ffe9247c14e91a2dc0faca0c6ca78"
 MSG_WOULD_BLOCK = "3234b6df9a994f988ba6d3e353dd38e7"
 MSG_ALLOWED = "d34783590b2e45af87330b9d4b06e13c"
@@ -48,7 +51,9 @@ class ConnEvent:
     dport: int
     protocol: str
     comm: str
-    exe: str
+    exe: str  # "" when it cannot be known reliably (service/exe_paths.py)
+    exe_dev: int  # the executable's identity as the kernel read it: always known
+    exe_ino: int
     pid: int
     uid: int
     gid: int
@@ -105,7 +110,9 @@ class Journal:
 
         def send_as_bouheki(message: str, **fields: Any) -> Any:
             # Not the interpreter's name: `journalctl -t bouheki` finds them all.
-            return raw(message, SYSLOG_IDENTIFIER="bouheki", **fields)
+            # No field is sent empty (doc/EVENTS.md): an unknown one is left out.
+            kept = {k: v for k, v in fields.items() if v != ""}
+            return raw(message, SYSLOG_IDENTIFIER="bouheki", BOUHEKI_SCHEMA=EVENT_SCHEMA, **kept)
 
         self.send = send_as_bouheki
         self.suppressed_total = 0
@@ -139,6 +146,8 @@ class Journal:
             "BOUHEKI_PROTOCOL": ev.protocol,
             "BOUHEKI_COMM": ev.comm,
             "BOUHEKI_EXE": ev.exe,
+            "BOUHEKI_EXE_DEV": f"{ev.exe_dev >> 20}:{ev.exe_dev & 0xFFFFF}",
+            "BOUHEKI_EXE_INODE": str(ev.exe_ino),
             "BOUHEKI_PID": str(ev.pid),
             "BOUHEKI_UID": str(ev.uid),
             "BOUHEKI_GID": str(ev.gid),
