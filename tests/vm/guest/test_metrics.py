@@ -56,7 +56,9 @@ def test_node_exporter_serves_the_counters(exporter: None, hosts: labkit.TestHos
     time.sleep(1)  # the events reach the daemon
     sh("systemctl", "start", "bouheki-metrics.service")
     m = scrape()
-    print("\n".join(f"{k}{dict(lbl)} {v}" for k, series in m.items() for lbl, v in series.items()))
+    for name, series in m.items():
+        for labels, value in series.items():
+            labkit.figure(f"scrape: {name}{dict(labels) or ''} {value:g}")
     assert m["bouheki_up"] == {(): 1.0}
     policy = dict(m["bouheki_policy_connections_total"])
     assert policy[(("policy", UNIT), ("verdict", "blocked"))] == 3.0
