@@ -68,7 +68,8 @@ def test_root_reloads_and_uid_1000_is_denied(daemon: None) -> None:
     assert prop("PolicyGeneration") == gen + 1  # type: ignore[operator]
     r = busctl(*CALL, "Reload", user=1000)
     assert r.returncode != 0
-    assert "Access denied" in r.stderr or "AccessDenied" in r.stderr, r.stderr
+    # The bus lets it through; the daemon asks polkit, which grants uid 1000 nothing.
+    assert "needs root or polkit" in r.stderr, r.stderr
     assert prop("PolicyGeneration") == gen + 1  # type: ignore[operator]
     # Reading is for everyone.
     r = busctl(*CALL, "GetStatistics", user=1000)
