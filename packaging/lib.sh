@@ -46,7 +46,7 @@ EXAMPLE_GLOB='etc/bouheki/units/*.toml.example'
 # Copied into the build tree when present, never required.
 OPTIONAL_SOURCES=(README.md LICENSE LICENSE.txt COPYING setup.cfg setup.py MANIFEST.in)
 # What the build tree holds (directories are copied whole).
-STAGED_PATHS=(pyproject.toml src bpf systemd dbus etc vendor doc)
+STAGED_PATHS=(pyproject.toml src bpf systemd dbus etc vendor doc completion)
 
 check_sources() {
 	local missing=() f

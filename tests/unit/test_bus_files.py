@@ -247,5 +247,9 @@ def monitor(bus: PrivateBus, prefix: list[str]) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         cwd="/",
+        # Ctrl-C as a terminal sends it: a shell that runs this suite in the
+        # background (as `make test &` does) has SIGINT ignored, and an
+        # ignored signal stays ignored across exec.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     return proc

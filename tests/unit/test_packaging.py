@@ -63,6 +63,7 @@ EXPECTED_FILES = [
     "/usr/share/doc/bouheki/README.md",
     "/usr/share/doc/bouheki/THREATS.md",
     "/usr/share/doc/bouheki/EVENTS.md",
+    "/usr/share/bash-completion/completions/bouhekictl",
 ]
 EXPECTED_DIRS = ["/etc/bouheki/units"]
 CONFFILE = "/etc/bouheki/bouheki.toml"
