@@ -186,3 +186,40 @@ def test_check_config_works_without_the_dbus_library() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "configuration OK: 3 policies\n"
+
+
+def test_check_config_of_a_tree_as_ci_would(tmp_path: Any) -> None:
+    """--root: a checkout's etc/bouheki and usr/lib/bouheki, with the real
+    loader, no daemon, no D-Bus library and no PyYAML."""
+    units = tmp_path / "etc" / "bouheki" / "units"
+    units.mkdir(parents=True)
+    (tmp_path / "etc" / "bouheki" / "bouheki.toml").write_text("[daemon]\n")
+    (units / "nginx.service.toml").write_text('[network]\ndeny = ["10.0.1.71"]\n')
+    vendor = tmp_path / "usr" / "lib" / "bouheki" / "units"
+    vendor.mkdir(parents=True)
+    (vendor / "bouheki.service.toml").write_text('[[rule]]\naction = "allow"\nports = [53]\n')
+
+    def check(*args: str) -> subprocess.CompletedProcess[str]:
+        script = (
+            "import sys\n"
+            "sys.modules['dbus_next'] = sys.modules['dbus_fast'] = sys.modules['yaml'] = None\n"
+            "from bouheki.ctl.main import main\n"
+            f"sys.exit(main({list(args)!r}))\n"
+        )
+        return subprocess.run(
+            [PYTHON, "-c", script], capture_output=True, text=True, env={"PYTHONPATH": str(SRC)}
+        )
+
+    ok = check("check-config", "--root", str(tmp_path))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == "configuration OK: 2 policies\n"
+    (units / "web.service.toml").write_text("[network]\ndeny = [\n")
+    bad = check("--json", "check-config", "--root", str(tmp_path))
+    assert bad.returncode == 5
+    (problem,) = json.loads(bad.stdout)["problems"]
+    assert problem["file"] == str(units / "web.service.toml") and problem["line"] == 3  # at its end
+    # --units-dir: the directory that holds units/, as bouheki --units-dir takes it.
+    only = check("check-config", "--units-dir", str(tmp_path / "usr" / "lib" / "bouheki"))
+    assert only.returncode == 0 and only.stdout == "configuration OK: 1 policy\n", only.stderr
+    missing = check("check-config", "--root", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "not a directory" in missing.stderr

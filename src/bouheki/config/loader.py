@@ -17,7 +17,6 @@ from typing import Optional, Union
 
 from bouheki.config.document import Doc
 from bouheki.config.errors import ConfigError, Problem, Report
-from bouheki.config.legacy_yaml import load_legacy_yaml
 from bouheki.config.policy_toml import parse_policy
 from bouheki.config.policyset import HOST_POLICY_NAME, NamedPolicy, PolicySet
 from bouheki.config.settings import DaemonSettings, parse_settings
@@ -239,6 +238,10 @@ def load(
     """`bouheki --config FILE`: a .yaml/.yml file is the legacy format (and
     the only file read); anything else is the main TOML file."""
     if config is not None and os.fspath(config).endswith((".yaml", ".yml")):
+        # Only here: PyYAML is needed for the legacy format alone (a CI
+        # check of TOML files runs without it).
+        from bouheki.config.legacy_yaml import load_legacy_yaml
+
         return load_legacy_yaml(os.fspath(config))
     return load_policy_set(config, search_dirs)
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 from typing import Any, Optional
 
 from ..service.api import CheckResult, ConfigInvalid, Problem
 from . import render
-from .errors import EXIT_CONFIG_INVALID, EXIT_FAILURE, EXIT_OK, CtlError
+from .errors import EXIT_CONFIG_INVALID, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CtlError
 from .output import Output
 
 # The loader is written separately and needed only here, so it is imported
@@ -35,7 +36,25 @@ def check_result_data(result: Any) -> dict[str, Any]:
     }
 
 
-def check_config_local(path: Optional[str]) -> dict[str, Any]:
+def search_dirs(root: Optional[str], units_dirs: Optional[list[str]]) -> Optional[list[str]]:
+    """Where unit policies are searched: --units-dir, else the standard
+    directories below --root, else (None) the loader's own."""
+    if units_dirs:
+        return list(units_dirs)
+    if root:
+        loader = importlib.import_module(LOADER_MODULE)
+        return [os.path.join(root, d.lstrip("/")) for d in loader.DEFAULT_SEARCH_DIRS]
+    return None
+
+
+def check_config_local(
+    path: Optional[str], root: Optional[str] = None, units_dirs: Optional[list[str]] = None
+) -> dict[str, Any]:
+    if root and not os.path.isdir(root):
+        raise CtlError(f"--root {root}: not a directory", EXIT_USAGE)
+    if root and path is None:
+        main = os.path.join(root, "etc/bouheki/bouheki.toml")
+        path = main if os.path.exists(main) else None
     try:
         checker = importlib.import_module(LOADER_MODULE).check_config
     except Exception as exc:
@@ -44,8 +63,9 @@ def check_config_local(path: Optional[str]) -> dict[str, Any]:
             f"which could not be loaded: {exc}",
             EXIT_FAILURE,
         ) from None
+    dirs = search_dirs(root, units_dirs)
     try:
-        result = checker(path)
+        result = checker(path) if dirs is None else checker(path, dirs)
     except ConfigInvalid as exc:
         result = CheckResult(ok=False, problems=exc.problems)
     except OSError as exc:

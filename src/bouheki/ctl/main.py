@@ -21,7 +21,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = Output(args.json)
     try:
         if args.command == "check-config" and not args.daemon:
-            return print_check(out, check_config_local(args.path))
+            return print_check(out, check_config_local(args.path, args.root, args.units_dir))
         return asyncio.run(run_bus_command(args, out))
     except CtlError as err:
         if args.command == "stats" and args.format in metrics.FORMATS:

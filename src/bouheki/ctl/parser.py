@@ -217,6 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ask the running daemon instead (its view and search paths; a PATH needs root)",
     )
+    check.add_argument(
+        "--root",
+        metavar="DIR",
+        help="check the tree below DIR as if it were / (DIR/etc/bouheki/bouheki.toml and the "
+        "units/ of DIR/usr/lib/bouheki, DIR/run/bouheki, DIR/etc/bouheki): a CI job's checkout",
+    )
+    check.add_argument(
+        "--units-dir",
+        metavar="DIR",
+        action="append",
+        help="search DIR for units/ instead of the standard directories, as `bouheki "
+        "--units-dir` does (repeatable; later ones take precedence)",
+    )
 
     monitor = command("monitor", "follow blocked connections live", MONITOR_EPILOG)
     monitor.add_argument(
