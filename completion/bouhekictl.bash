@@ -26,6 +26,7 @@ _bouhekictl() {
         --address | --timeout | --comm | --uid | --gid | --count | --to) return ;;
         --unit) mapfile -t COMPREPLY < <(compgen -W "$(_bouhekictl_units)" -- "$cur") && return ;;
         --exe | --output) mapfile -t COMPREPLY < <(compgen -f -- "$cur") && return ;;
+        --root | --units-dir) mapfile -t COMPREPLY < <(compgen -d -- "$cur") && return ;;
         --format) mapfile -t COMPREPLY < <(compgen -W "table openmetrics prometheus" -- "$cur") && return ;;
         --proto) mapfile -t COMPREPLY < <(compgen -W "tcp udp" -- "$cur") && return ;;
     esac
@@ -36,9 +37,9 @@ _bouhekictl() {
     local opts=$common
     case $cmd in
         stats) opts+=" --format --output" ;;
-        explain) opts+=" --unit --comm --exe --uid --gid --to --proto" ;;
+        explain) opts+=" --unit --comm --exe --uid --gid --to --proto --offline --root --units-dir" ;;
         check-config)
-            opts+=" --daemon"
+            opts+=" --daemon --root --units-dir"
             if [[ $cur != -* ]]; then
                 mapfile -t COMPREPLY < <(compgen -f -- "$cur")
                 return

@@ -223,3 +223,31 @@ def test_check_config_of_a_tree_as_ci_would(tmp_path: Any) -> None:
     assert only.returncode == 0 and only.stdout == "configuration OK: 1 policy\n", only.stderr
     missing = check("check-config", "--root", str(tmp_path / "nope"))
     assert missing.returncode == 2 and "not a directory" in missing.stderr
+
+
+def test_explain_offline_answers_from_the_files(tmp_path: Any) -> None:
+    """The same shape and answer as the daemon's explain, from a tree."""
+    units = tmp_path / "etc" / "bouheki" / "units"
+    units.mkdir(parents=True)
+    (units / "nginx.service.toml").write_text(
+        '[network]\nallow = ["10.0.1.0/24"]\ndeny = ["10.0.1.71"]\n'
+    )
+
+    def explain(*args: str) -> dict[str, Any]:
+        r = subprocess.run(
+            [PYTHON, "-m", "bouheki.ctl", "--json", "explain", "--offline", "--root",
+             str(tmp_path), *args],
+            capture_output=True, text=True, env={"PYTHONPATH": str(SRC)},
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return dict(json.loads(r.stdout))
+
+    blocked = explain("--unit", "nginx.service", "--to", "10.0.1.71:80")
+    assert blocked["verdict"] == "blocked" and blocked["policy"] == "nginx.service"
+    assert blocked["origin_file"] == str(units / "nginx.service.toml")
+    assert blocked["origin_line"] == 3
+    assert explain("--unit", "nginx.service", "--to", "10.0.1.1:443")["verdict"] == "allowed"
+    assert explain("--unit", "other.service", "--to", "10.0.1.71:80")["policy"] == ""
+    assert sorted(blocked) == [
+        "origin_file", "origin_line", "origin_text", "policy", "reason", "rule", "verdict",
+    ]  # fmt: skip

@@ -22,6 +22,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "check-config" and not args.daemon:
             return print_check(out, check_config_local(args.path, args.root, args.units_dir))
+        if args.command == "explain" and args.offline:
+            return run_offline_explain(args, out)
         return asyncio.run(run_bus_command(args, out))
     except CtlError as err:
         if args.command == "stats" and args.format in metrics.FORMATS:
@@ -40,6 +42,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
+
+
+def run_offline_explain(args: argparse.Namespace, out: Output) -> int:
+    from ..service.api import BadRequest, ExplainQuery
+    from . import render
+    from .offline import explain_offline
+
+    address, port = args.to
+    query = ExplainQuery(
+        address=address, port=port, protocol=args.proto, unit=args.unit or None,
+        comm=args.comm, exe=args.exe or None, uid=args.uid, gid=args.gid,
+    )  # fmt: skip
+    try:
+        data = explain_offline(args, query)
+    except BadRequest as exc:
+        raise CtlError(str(exc), EXIT_USAGE) from None
+    out.result(data, render.explanation)
+    return EXIT_OK
 
 
 def render_json_error(err: CtlError) -> str:

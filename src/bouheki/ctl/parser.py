@@ -143,6 +143,23 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     )
 
 
+def _tree_options(parser: argparse.ArgumentParser) -> None:
+    """Which files a local command reads (check-config, explain --offline)."""
+    parser.add_argument(
+        "--root",
+        metavar="DIR",
+        help="read the tree below DIR as if it were / (DIR/etc/bouheki/bouheki.toml and the "
+        "units/ of DIR/usr/lib/bouheki, DIR/run/bouheki, DIR/etc/bouheki): a CI job's checkout",
+    )
+    parser.add_argument(
+        "--units-dir",
+        metavar="DIR",
+        action="append",
+        help="search DIR for units/ instead of the standard directories, as `bouheki "
+        "--units-dir` does (repeatable; later ones take precedence)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -199,6 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--proto", choices=("tcp", "udp"), default="tcp", help="protocol (default tcp)"
     )
+    explain.add_argument(
+        "--offline",
+        action="store_true",
+        help="answer from the files, without the daemon, as it would answer once they are "
+        "loaded (the unit placed where systemd would put it)",
+    )
+    _tree_options(explain)
 
     check = command(
         "check-config",
@@ -217,19 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ask the running daemon instead (its view and search paths; a PATH needs root)",
     )
-    check.add_argument(
-        "--root",
-        metavar="DIR",
-        help="check the tree below DIR as if it were / (DIR/etc/bouheki/bouheki.toml and the "
-        "units/ of DIR/usr/lib/bouheki, DIR/run/bouheki, DIR/etc/bouheki): a CI job's checkout",
-    )
-    check.add_argument(
-        "--units-dir",
-        metavar="DIR",
-        action="append",
-        help="search DIR for units/ instead of the standard directories, as `bouheki "
-        "--units-dir` does (repeatable; later ones take precedence)",
-    )
+    _tree_options(check)
 
     monitor = command("monitor", "follow blocked connections live", MONITOR_EPILOG)
     monitor.add_argument(

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..policy.assemble import CompiledPolicySet
 from ..units import cgroupfs
-from ..units.scope import Binding, ScopePlan, simple_pattern
+from ..units.scope import ScopePlan, bindings, simple_pattern
 from .counters import CounterReader
 from .generation import GenerationSwap, ScopeSink, UnitName, UnitPattern
 from .maps import Maps
@@ -20,10 +20,6 @@ from .maps import Maps
 class Applied:
     generation: int
     covered: dict[int, tuple[str, int]]  # cgroup id -> (cgroup path, policy id)
-
-
-def bindings(compiled: CompiledPolicySet) -> list[Binding]:
-    return [Binding(s.glob or s.unit, s.policy_id) for s in compiled.scopes]
 
 
 class Enforcer:

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,28 +19,26 @@ from .. import __version__
 from ..config import loader
 from ..config.errors import ConfigError
 from ..config.policyset import PolicySet
-from ..kernel.enforcer import Applied, Enforcer, bindings
+from ..kernel.enforcer import Applied, Enforcer
 from ..kernel.events import EventReader, KernelEvent
 from ..kernel.generation import ApplyError
 from ..names.manager import NamesManager, limits_from
-from ..policy import twin
 from ..policy.assemble import CompiledPolicySet, compile_policy_set, policy_set_requirements
 from ..policy.env import requirements
 from ..policy.tables import (
     DEFAULT_RULE,
     MAX_RULES,
-    PROTOCOL_NAMES,
     REASON_WORDS,
-    Connection,
     Origin,
     PolicyTables,
     Reason,
     Verdict,
 )
 from ..units import cgroupfs
-from ..units.scope import ScopePlan
 from . import api, environment, policy_ids
+from . import explain as explain_mod
 from .exe_paths import ExePaths
+from .explain import VERDICT_WORDS
 from .journal import ConnEvent, Journal
 
 # Warnings of one reload written to the journal; the rest are counted.
@@ -55,19 +51,9 @@ KEPT_GENERATIONS = 8
 MAX_UNIT_COUNTERS = 4096
 log = logging.getLogger("bouheki")
 
-VERDICT_WORDS = {Verdict.ALLOWED: "allowed", Verdict.BLOCKED: "blocked",
-                 Verdict.WOULD_BLOCK: "would-block"}  # fmt: skip
-
 
 def _usec_now() -> int:
     return time.time_ns() // 1000
-
-
-# The refusals twin.decide can give explain, in words.
-_REFUSED_WHY = {
-    Reason.SCTP: "no rule of the policy names sctp",
-    Reason.ADDRESS: "0.0.0.0 and :: mean this host, at an address the kernel picks",
-}
 
 
 def _foreign(ev: KernelEvent) -> str:
@@ -519,17 +505,10 @@ class Engine:
         run = self.running
         if run is None:
             return None
-        plan = ScopePlan(bindings(run.compiled))
-        if unit:
-            # Where the unit runs (Slice= may put it anywhere), else where
-            # systemd would put it; then the programs' rule (policy_at).
-            parts = self._unit_cgroup(unit)
-            if parts is None:
-                parts = [p for p in plan.parent_of(unit).split("/") if p] + [unit]
-            policy = plan.policy_at(parts)
-            if policy is not None:
-                return policy
-        return run.compiled.host_policy_id
+        # Where the unit runs (Slice= may put it anywhere), else where
+        # systemd would put it.
+        cgroup = self._unit_cgroup(unit) if unit else None
+        return explain_mod.policy_for_unit(run.compiled, unit, cgroup)
 
     def _unit_cgroup(self, unit: str) -> list[str] | None:
         """The path below the cgroup root of the running unit's cgroup: a
@@ -544,51 +523,9 @@ class Engine:
         return None
 
     def explain(self, query: api.ExplainQuery) -> api.Explanation:
-        try:
-            addr = ipaddress.ip_address(query.address)
-        except ValueError as e:
-            raise api.BadRequest(f"{query.address!r} is not an IP address") from e
-        if query.port is None:
-            raise api.BadRequest("give the destination port (ADDRESS:PORT): rules can depend on it")
-        port = query.port
-        if not 0 <= port <= 65535:
-            raise api.BadRequest(f"port {port} is out of range (0-65535)")
-        proto = PROTOCOL_NAMES.get(query.protocol)
-        if proto is None:
-            names = ", ".join(PROTOCOL_NAMES)
-            raise api.BadRequest(f"protocol must be one of {names}, not {query.protocol!r}")
-        pid = self._policy_for_unit(query.unit)
         run = self.running
-        t = run.tables(pid) if run is not None and pid is not None else None
-        if t is None:
-            return api.Explanation("allowed", "", api.NO_RULE, "", 0, "",
-                                   "no policy applies to this process")  # fmt: skip
-        exe = None
-        if query.exe:
-            exe = environment.exe_ids([query.exe]).get(query.exe)
-        conn = Connection(
-            family=socket.AF_INET6 if addr.version == 6 else socket.AF_INET,
-            daddr=str(addr), dport=port, proto=int(proto), comm=query.comm.encode(),
-            exe=exe, uid=query.uid, gid=query.gid,
-        )  # fmt: skip
-        d = twin.decide(t, conn)
-        if d.reason != Reason.POLICY:
-            why = _REFUSED_WHY.get(d.reason, "")
-            return api.Explanation(VERDICT_WORDS[d.verdict], t.name, api.NO_RULE, "", 0, "",
-                                   f"refused whatever the rules say: {REASON_WORDS[d.reason]} "
-                                   f"({why})")  # fmt: skip
-        o = d.origin
-        word = VERDICT_WORDS[d.verdict]
-        if d.rule == DEFAULT_RULE:
-            reason = f"no rule matched: the default of policy {t.name} is {d.action.name.lower()}"
-        else:
-            reason = f"rule {d.rule} of policy {t.name} ({o.text if o else ''}) matched"
-        return api.Explanation(
-            verdict=word, policy=t.name,
-            rule=d.rule if d.rule != DEFAULT_RULE else api.NO_RULE,
-            origin_file=o.file if o else "", origin_line=o.line if o else 0,
-            origin_text=o.text if o else "", reason=reason,
-        )  # fmt: skip
+        pid = self._policy_for_unit(query.unit)
+        return explain_mod.explain(run.compiled if run else None, pid, query)
 
     def check_config(self, path: str | None) -> api.CheckResult:
         rep = loader.check_config(path or self.config, self.search_dirs)

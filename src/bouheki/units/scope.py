@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ..policy.assemble import CompiledPolicySet
 from . import cgroupfs
 
 # The kernel checks patterns of this shape; anything else is matched here
@@ -33,6 +34,11 @@ class Binding:
     @property
     def is_pattern(self) -> bool:
         return any(c in _GLOB_CHARS for c in self.unit)
+
+
+def bindings(compiled: CompiledPolicySet) -> list[Binding]:
+    """Which unit (name or pattern) each compiled policy is for."""
+    return [Binding(s.glob or s.unit, s.policy_id) for s in compiled.scopes]
 
 
 def simple_pattern(pattern: str) -> tuple[str, str] | None:
