@@ -297,7 +297,7 @@ class Engine:
         the loop a bounded amount of work (what the reader cannot keep up
         with, the kernel counts as lost)."""
         self.events_read += 1
-        unit = self.unit_of(ev.cgroup_id)
+        unit = self.unit_of(ev.cgroup_id) or self._unit_of_policy(ev)
         if ev.verdict in (Verdict.BLOCKED, Verdict.WOULD_BLOCK):
             key = (
                 unit
@@ -358,6 +358,22 @@ class Engine:
             if part.endswith((".service", ".scope", ".slice", ".socket", ".mount", ".swap")):
                 return part
         return ""
+
+    def _unit_of_policy(self, ev: KernelEvent) -> str:
+        """A process whose cgroup was gone before its event was read (a
+        short-lived transient unit): its unit is known still when the event's
+        policy is that of one unit by name (not a slice's or a pattern's)."""
+        run = self._applied_gens.get(ev.gen)
+        t = run.tables(ev.policy_id) if run else None
+        if run is None or t is None:
+            return ""
+        policy = next((p for p in run.policy_set.units if p.name == t.name), None)
+        if policy is None or len(policy.units) != 1:
+            return ""
+        (unit,) = policy.units
+        if unit.endswith(".slice") or "@." in unit or any(c in unit for c in "*?["):
+            return ""
+        return unit
 
     def _log_event(self, ev: KernelEvent, unit: str) -> api.BlockedEvent | None:
         run = self._applied_gens.get(ev.gen)
