@@ -161,6 +161,12 @@ class Dispatcher:
         for task in list(self._tasks):
             task.cancel()
 
+    async def settled(self) -> None:
+        """Until the async methods already called have finished: a call that
+        wants no reply (NO_REPLY_EXPECTED) gives no other sign of it."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     @staticmethod
     def _finish(msg: Message, reply: Optional[Message]) -> Union[Message, bool, None]:
         if reply is None:
