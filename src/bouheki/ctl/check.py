@@ -36,25 +36,29 @@ def check_result_data(result: Any) -> dict[str, Any]:
     }
 
 
-def search_dirs(root: Optional[str], units_dirs: Optional[list[str]]) -> Optional[list[str]]:
-    """Where unit policies are searched: --units-dir, else the standard
-    directories below --root, else (None) the loader's own."""
-    if units_dirs:
-        return list(units_dirs)
+def tree(
+    path: Optional[str], root: Optional[str], units_dirs: Optional[list[str]]
+) -> tuple[Optional[str], Optional[list[str]]]:
+    """The main file and the unit search directories a local command reads
+    (check-config, explain --offline): PATH, --units-dir, the standard places
+    below --root; None for each leaves the loader's own."""
+    if root and not os.path.isdir(root):
+        raise CtlError(f"--root {root}: not a directory", EXIT_USAGE)
+    dirs = list(units_dirs) if units_dirs else None
     if root:
         loader = importlib.import_module(LOADER_MODULE)
-        return [os.path.join(root, d.lstrip("/")) for d in loader.DEFAULT_SEARCH_DIRS]
-    return None
+        if dirs is None:
+            dirs = [os.path.join(root, d.lstrip("/")) for d in loader.DEFAULT_SEARCH_DIRS]
+        if path is None:
+            main = os.path.join(root, loader.DEFAULT_MAIN_FILE.lstrip("/"))
+            path = main if os.path.exists(main) else None
+    return path, dirs
 
 
 def check_config_local(
     path: Optional[str], root: Optional[str] = None, units_dirs: Optional[list[str]] = None
 ) -> dict[str, Any]:
-    if root and not os.path.isdir(root):
-        raise CtlError(f"--root {root}: not a directory", EXIT_USAGE)
-    if root and path is None:
-        main = os.path.join(root, "etc/bouheki/bouheki.toml")
-        path = main if os.path.exists(main) else None
+    path, dirs = tree(path, root, units_dirs)
     try:
         checker = importlib.import_module(LOADER_MODULE).check_config
     except Exception as exc:
@@ -63,7 +67,6 @@ def check_config_local(
             f"which could not be loaded: {exc}",
             EXIT_FAILURE,
         ) from None
-    dirs = search_dirs(root, units_dirs)
     try:
         result = checker(path) if dirs is None else checker(path, dirs)
     except ConfigInvalid as exc:

@@ -14,25 +14,19 @@ import argparse
 import dataclasses
 from typing import Any
 
-from .check import search_dirs
+from .check import tree
 from .errors import EXIT_CONFIG_INVALID, CtlError
 
 
 def explain_offline(args: argparse.Namespace, query: Any) -> dict[str, Any]:
-    import os
-
     from ..config import loader
     from ..config.errors import ConfigError
     from ..policy.assemble import compile_policy_set, policy_set_requirements
     from ..service import environment, explain
 
-    main = None
-    if args.root:
-        candidate = os.path.join(args.root, "etc/bouheki/bouheki.toml")
-        main = candidate if os.path.exists(candidate) else None
-    dirs = search_dirs(args.root, args.units_dir) or list(loader.DEFAULT_SEARCH_DIRS)
+    main, dirs = tree(None, args.root, args.units_dir)
     try:
-        policy_set = loader.load(main, dirs)
+        policy_set = loader.load(main, dirs or loader.DEFAULT_SEARCH_DIRS)
     except ConfigError as e:
         lines = "\n".join(str(p) for p in e.problems)
         raise CtlError(f"the configuration is invalid:\n{lines}", EXIT_CONFIG_INVALID) from None

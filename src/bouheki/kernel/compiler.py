@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from .pinning import Pins
 from .requirements import KernelUnsupported, explain_load_error
@@ -28,8 +29,9 @@ EXIT_UNSUPPORTED = 3
 BPF_SOURCE = "bouheki.bpf.c"
 
 
-def compile_and_pin(src: Path, cflags: list[str], pins: Pins, tag: str) -> list[str]:
-    """The names of the programs attached and pinned."""
+def compile_programs(src: Path, cflags: list[str]) -> Any:
+    """bcc's BPF object: compiled, loaded, its programs attached. In this
+    process: the child's (below), or a lab test's that pins nothing."""
     try:
         from bcc import BPF
     except ImportError as e:
@@ -44,6 +46,12 @@ def compile_and_pin(src: Path, cflags: list[str], pins: Pins, tag: str) -> list[
         bpf = BPF(src_file=str(src / BPF_SOURCE).encode(), cflags=cflags)
     except Exception as e:  # bcc raises bare Exception for compile and load errors
         raise explain_load_error(e) from e
+    return bpf
+
+
+def compile_and_pin(src: Path, cflags: list[str], pins: Pins, tag: str) -> list[str]:
+    """The names of the programs attached and pinned."""
+    bpf = compile_programs(src, cflags)
     fds = {**bpf.lsm_fds, **bpf.raw_tracepoint_fds}
     links = {(k.decode() if isinstance(k, bytes) else str(k)): int(fd) for k, fd in fds.items()}
     pins.pin_links(links, tag)

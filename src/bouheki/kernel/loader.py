@@ -22,7 +22,7 @@ from . import btf, compiler, requirements
 from .adopt import adopt_links, obj_get, open_maps
 from .pinning import Pins, layout_tag
 
-BPF_SOURCE = "bouheki.bpf.c"
+BPF_SOURCE = compiler.BPF_SOURCE
 
 
 def bpf_dir() -> Path:
@@ -155,7 +155,7 @@ def load(
         ) from e
     cflags = [f"-I{src}", "-Wno-macro-redefined", *sizes.cflags(), *offsets]
     if pins is None:
-        return Programs(_compile_here(src, cflags), sizes)
+        return Programs(compiler.compile_programs(src, cflags), sizes)
     tag = layout_tag([src / BPF_SOURCE, src / "bouheki.h"], cflags)
     taken = adopt_links(pins, tag, (src / BPF_SOURCE).read_text()) if adopt else None
     if taken is not None:
@@ -173,20 +173,6 @@ def load(
     # predecessors' programs keep blocking until the first apply fills ours.
     programs._keep_layout = tag
     return programs
-
-
-def _compile_here(src: Path, cflags: list[str]) -> Any:
-    try:
-        from bcc import BPF
-    except ImportError as e:
-        raise requirements.KernelUnsupported(
-            "the bcc Python module is missing: install python3-bpfcc (Debian/Ubuntu) or "
-            "python3-bcc (Fedora); the PyPI package named 'bcc' is unrelated"
-        ) from e
-    try:
-        return BPF(src_file=str(src / BPF_SOURCE).encode(), cflags=cflags)
-    except Exception as e:  # bcc raises bare Exception for compile and load errors
-        raise requirements.explain_load_error(e) from e
 
 
 def _compile_in_child(src: Path, cflags: list[str], pins: Pins, tag: str) -> None:

@@ -364,16 +364,13 @@ class Engine:
         short-lived transient unit): its unit is known still when the event's
         policy is that of one unit by name (not a slice's or a pattern's)."""
         run = self._applied_gens.get(ev.gen)
-        t = run.tables(ev.policy_id) if run else None
-        if run is None or t is None:
+        if run is None:
             return ""
-        policy = next((p for p in run.policy_set.units if p.name == t.name), None)
-        if policy is None or len(policy.units) != 1:
+        # The compiler's scopes say it: a glob for a pattern or a template.
+        scopes = [s for s in run.compiled.scopes if s.policy_id == ev.policy_id]
+        if len(scopes) != 1 or scopes[0].glob is not None or scopes[0].unit.endswith(".slice"):
             return ""
-        (unit,) = policy.units
-        if unit.endswith(".slice") or "@." in unit or any(c in unit for c in "*?["):
-            return ""
-        return unit
+        return scopes[0].unit
 
     def _log_event(self, ev: KernelEvent, unit: str) -> api.BlockedEvent | None:
         run = self._applied_gens.get(ev.gen)
