@@ -19,6 +19,11 @@ struct socket;
 struct msghdr;
 #define BH_READ(dst, base, off) \
 	bpf_probe_read_kernel(&(dst), sizeof(dst), (const char *)(base) + (off))
+/* A plain load through a BTF-typed pointer (an LSM hook's argument, or a
+ * pointer field loaded from one): the verifier checks the offset against
+ * the kernel's BTF and turns the load into one that cannot fault, so no
+ * helper call is needed (~0.3 us each under TCG, bench/). */
+#define BH_LOAD(type, base, off) (*(type *)((const char *)(base) + (off)))
 
 #ifndef BH_MAX_SCOPES
 #define BH_MAX_SCOPES 65536
@@ -250,12 +255,17 @@ static __always_inline struct bh_policy *bh_scope(u32 gen, struct bh_who *who, u
 	return policies.lookup(&pk);
 }
 
+/* The mask of rules that accept c from this process. Each dimension is
+ * looked up only while a rule still in the running varies in it (m &
+ * X_varies): otherwise every key's mask equals the default on the live
+ * rules, so the default is the answer without touching the map (a cold
+ * lookup, ~1 us under TCG). Cheapest keys first, the executable last. */
 static __always_inline u64 bh_match(u32 gen, u32 policy, struct bh_policy *p, struct bh_conn *c,
 				    struct bh_who *who)
 {
 	u64 m = p->valid_bits;
 
-	if (!(p->flags & BH_POLICY_KEYED_DST)) {
+	if (!(m & p->dst_varies)) {
 		m &= p->dst_default;
 	} else if (c->family == AF_INET) {
 		struct bh_dst4_key k = {.prefixlen = 64 + 32, .gen = gen, .policy = policy};
@@ -266,51 +276,45 @@ static __always_inline u64 bh_match(u32 gen, u32 policy, struct bh_policy *p, st
 		__builtin_memcpy(k.addr, c->daddr, 16);
 		m &= bh_mask(dst6.lookup(&k), p->dst_default);
 	}
-	if (!m)
-		return 0;
-	if (p->flags & BH_POLICY_KEYED_PORT) {
+	if (!(m & p->port_varies)) {
+		m &= p->port_default;
+	} else {
 		struct bh_port_key k = {.prefixlen = 72 + 16, .gen = gen, .policy = policy,
 					.proto = c->proto};
 		k.port[0] = c->dport >> 8;
 		k.port[1] = c->dport & 0xff;
 		m &= bh_mask(ports.lookup(&k), p->port_default);
-	} else {
-		m &= p->port_default;
 	}
-	if (!m)
-		return 0;
-	if (p->flags & BH_POLICY_KEYED_UID) {
+	if (!(m & p->uid_varies)) {
+		m &= p->uid_default;
+	} else {
 		bh_read_ids(who);
 		struct bh_id_key k = {.gen = gen, .policy = policy, .id = who->uid};
 		m &= bh_mask(uids.lookup(&k), p->uid_default);
-	} else {
-		m &= p->uid_default;
 	}
-	if (p->flags & BH_POLICY_KEYED_GID) {
+	if (!(m & p->gid_varies)) {
+		m &= p->gid_default;
+	} else {
 		bh_read_ids(who);
 		struct bh_id_key k = {.gen = gen, .policy = policy, .id = who->gid};
 		m &= bh_mask(gids.lookup(&k), p->gid_default);
-	} else {
-		m &= p->gid_default;
 	}
-	if (p->flags & BH_POLICY_KEYED_COMM) {
+	if (!(m & p->comm_varies)) {
+		m &= p->comm_default;
+	} else {
 		bh_read_comm(who);
 		struct bh_comm_key k = {.gen = gen, .policy = policy};
 		__builtin_memcpy(k.comm, who->comm, BH_COMM_LEN);
 		m &= bh_mask(comms.lookup(&k), p->comm_default);
-	} else {
-		m &= p->comm_default;
 	}
-	if (!m)
-		return 0;
 	/* Last: the only key that costs more than a helper call to build. */
-	if (p->flags & BH_POLICY_KEYED_EXE) {
+	if (!(m & p->exe_varies)) {
+		m &= p->exe_default;
+	} else {
 		bh_read_exe(who);
 		struct bh_exe_key k = {.gen = gen, .policy = policy, .ino = who->exe_ino,
 				       .dev = who->exe_dev};
 		m &= bh_mask(exes.lookup(&k), p->exe_default);
-	} else {
-		m &= p->exe_default;
 	}
 	return m;
 }
@@ -500,11 +504,12 @@ struct bh_sock {
 	u16 protocol;
 };
 
+/* sk is BTF-typed: a hook's struct sock * or one loaded from a socket. */
 static __always_inline void bh_sock_read(void *sk, struct bh_sock *s)
 {
-	BH_READ(s->family, sk, BH_OFF_SOCK_COMMON + BH_OFF_SKC_FAMILY);
-	BH_READ(s->type, sk, BH_OFF_SOCK_TYPE);
-	BH_READ(s->protocol, sk, BH_OFF_SOCK_PROTOCOL);
+	s->family = BH_LOAD(u16, sk, BH_OFF_SOCK_COMMON + BH_OFF_SKC_FAMILY);
+	s->type = BH_LOAD(u16, sk, BH_OFF_SOCK_TYPE);
+	s->protocol = BH_LOAD(u16, sk, BH_OFF_SOCK_PROTOCOL);
 }
 
 /* The protocol a rule names for this socket. A raw socket is "raw" whatever
@@ -528,7 +533,9 @@ static __always_inline int bh_has_ports(u8 proto)
 }
 
 /* Fill c from a kernel copy of a sockaddr given to connect (connect=1) or
- * as a message's name. */
+ * as a message's name. For connect the hook's argument is a BTF-typed
+ * struct sockaddr (16 bytes): its IPv4 form is read with plain loads; a
+ * message's name is a void * and, like the IPv6 tail, read by the helper. */
 static __always_inline int bh_parse(struct bh_conn *c, struct bh_sock *s, void *addr, int addrlen,
 				    int connect)
 {
@@ -542,7 +549,10 @@ static __always_inline int bh_parse(struct bh_conn *c, struct bh_sock *s, void *
 		c->reason = BH_REASON_ADDRESS;
 		return BH_REFUSE;
 	}
-	bpf_probe_read_kernel(&family, sizeof(family), addr);
+	if (connect)
+		family = BH_LOAD(u16, addr, 0);
+	else
+		bpf_probe_read_kernel(&family, sizeof(family), addr);
 	if (family == AF_UNSPEC) {
 		/* __inet_stream_connect, inet_dgram_connect: disconnect. */
 		if (connect)
@@ -570,7 +580,12 @@ static __always_inline int bh_parse(struct bh_conn *c, struct bh_sock *s, void *
 			c->reason = BH_REASON_ADDRESS;
 			return BH_REFUSE;
 		}
-		bpf_probe_read_kernel(&sin, sizeof(sin), addr);
+		if (connect) {
+			sin.sin_port = BH_LOAD(u16, addr, 2);
+			sin.sin_addr.s_addr = BH_LOAD(u32, addr, 4);
+		} else {
+			bpf_probe_read_kernel(&sin, sizeof(sin), addr);
+		}
 		c->family = AF_INET;
 		c->dport = ntohs(sin.sin_port);
 		__builtin_memcpy(c->daddr, &sin.sin_addr.s_addr, 4);
@@ -626,9 +641,8 @@ static __always_inline int bh_is_inet(struct bh_sock *s)
 /* Fill s from sock's struct sock; whether it is an IPv4/IPv6 socket. */
 static __always_inline int bh_inet_sock(struct socket *sock, struct bh_sock *s)
 {
-	void *sk = NULL;
+	void *sk = BH_LOAD(void *, sock, BH_OFF_SOCKET_SK);
 
-	BH_READ(sk, sock, BH_OFF_SOCKET_SK);
 	if (!sk)
 		return 0;
 	bh_sock_read(sk, s);
@@ -802,7 +816,7 @@ LSM_PROBE(sctp_bind_connect, struct sock *sk, int optname, struct sockaddr *addr
 	bh_sock_read(sk, &s);
 	if (!bh_is_inet(&s))
 		return 0;
-	bpf_probe_read_kernel(&family, sizeof(family), address);
+	family = BH_LOAD(u16, address, 0);
 	/* sctp_setsockopt_connectx: addresses packed at af->sockaddr_len each. */
 	one = family == AF_INET6 ? (int)sizeof(struct sockaddr_in6) : (int)sizeof(struct sockaddr_in);
 	if (addrlen > one || family == AF_UNSPEC) {

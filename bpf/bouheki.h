@@ -15,17 +15,6 @@
 #define BH_POLICY_MONITOR 1
 #define BH_POLICY_FOREIGN_MNTNS_ONLY 2
 #define BH_POLICY_LOG_ALLOWED 4
-/* Set by the daemon (kernel/pack.py) when the policy has entries in that
- * identity map: without any, the lookup can only return the default, and
- * the program skips it (and, for the executable, the reads for its key). */
-#define BH_POLICY_KEYED_COMM 8
-#define BH_POLICY_KEYED_EXE 16
-#define BH_POLICY_KEYED_UID 32
-#define BH_POLICY_KEYED_GID 64
-/* The same for the destination and port tries: a policy whose rules name no
- * destination (or no port) skips that lookup, one cold trie walk a call. */
-#define BH_POLICY_KEYED_DST 256
-#define BH_POLICY_KEYED_PORT 512
 /* The policy names SCTP in a rule: without it, SCTP sockets are refused in
  * its scope (peer-advertised SCTP paths never pass a socket hook). */
 #define BH_POLICY_SCTP 128
@@ -94,6 +83,16 @@ struct bh_policy {
 	__u64 exe_default;
 	__u64 uid_default;
 	__u64 gid_default;
+	/* Per dimension, the rules whose verdict depends on it: the bits in
+	 * which some key's mask differs from the default (kernel/pack.py).
+	 * While no rule still in the running varies in a dimension, its
+	 * lookup cannot change the outcome and bh_match skips it. */
+	__u64 dst_varies;
+	__u64 port_varies;
+	__u64 comm_varies;
+	__u64 exe_varies;
+	__u64 uid_varies;
+	__u64 gid_varies;
 	__u32 flags;
 	__u32 default_action; /* 0 allow, 1 block */
 };

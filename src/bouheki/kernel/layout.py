@@ -39,6 +39,12 @@ class Policy(ct.Structure):
         ("exe_default", ct.c_uint64),
         ("uid_default", ct.c_uint64),
         ("gid_default", ct.c_uint64),
+        ("dst_varies", ct.c_uint64),
+        ("port_varies", ct.c_uint64),
+        ("comm_varies", ct.c_uint64),
+        ("exe_varies", ct.c_uint64),
+        ("uid_varies", ct.c_uint64),
+        ("gid_varies", ct.c_uint64),
         ("flags", ct.c_uint32),
         ("default_action", ct.c_uint32),
     ]
@@ -175,12 +181,3 @@ G_SCOPE_NAMED = 5
 G_REFUSED = 6
 G_SCOPE_FULL = 7
 G_MAX = 8
-
-# bh_policy.flags set by the daemon, not the compiler (BH_POLICY_KEYED_*):
-# the policy has entries in that identity map.
-POLICY_KEYED_COMM = 1 << 3
-POLICY_KEYED_EXE = 1 << 4
-POLICY_KEYED_UID = 1 << 5
-POLICY_KEYED_GID = 1 << 6
-POLICY_KEYED_DST = 1 << 8
-POLICY_KEYED_PORT = 1 << 9

@@ -16,19 +16,6 @@ def _mask(v: int) -> ct.c_uint64:
     return ct.c_uint64(v)
 
 
-def keyed_flags(t: PolicyTables) -> int:
-    """Which maps hold entries of this policy: the program looks up only
-    those (an absent key gives the default anyway)."""
-    return (
-        (layout.POLICY_KEYED_DST if t.dst4 or t.dst6 else 0)
-        | (layout.POLICY_KEYED_PORT if t.ports else 0)
-        | (layout.POLICY_KEYED_COMM if t.comm else 0)
-        | (layout.POLICY_KEYED_EXE if t.exe else 0)
-        | (layout.POLICY_KEYED_UID if t.uid else 0)
-        | (layout.POLICY_KEYED_GID if t.gid else 0)
-    )
-
-
 def policy_value(t: PolicyTables) -> layout.Policy:
     return layout.Policy(
         allow_bits=t.allow_bits,
@@ -39,7 +26,13 @@ def policy_value(t: PolicyTables) -> layout.Policy:
         exe_default=t.exe_default,
         uid_default=t.uid_default,
         gid_default=t.gid_default,
-        flags=t.flags | keyed_flags(t),
+        dst_varies=t.dst_varies,
+        port_varies=t.port_varies,
+        comm_varies=t.comm_varies,
+        exe_varies=t.exe_varies,
+        uid_varies=t.uid_varies,
+        gid_varies=t.gid_varies,
+        flags=t.flags,
         default_action=int(t.default_action),
     )
 

@@ -15,8 +15,10 @@ default mask (the rules that do not constrain it, or constrain it negated).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 MAX_RULES = 64
 MAX_POLICIES = 1024
@@ -126,6 +128,13 @@ class Origin:
     text: str = ""  # a short human description, e.g. 'network.deny 10.0.1.71'
 
 
+def _varies(table: Mapping[Any, int], default: int) -> int:
+    out = 0
+    for mask in table.values():
+        out |= mask ^ default
+    return out
+
+
 @dataclass
 class PolicyTables:
     """One policy, compiled. Keys are plain Python values; the kernel layer
@@ -168,6 +177,34 @@ class PolicyTables:
     @property
     def valid_bits(self) -> int:
         return (1 << self.rule_count) - 1
+
+    # Per dimension, the rules whose verdict depends on it: the bits in
+    # which some key's mask differs from the default. While no rule still
+    # in the running varies in a dimension, its lookup cannot change the
+    # outcome, so bh_match (and the twin) skip it.
+    @property
+    def dst_varies(self) -> int:
+        return _varies(self.dst4, self.dst_default) | _varies(self.dst6, self.dst_default)
+
+    @property
+    def port_varies(self) -> int:
+        return _varies(self.ports, self.port_default)
+
+    @property
+    def comm_varies(self) -> int:
+        return _varies(self.comm, self.comm_default)
+
+    @property
+    def exe_varies(self) -> int:
+        return _varies(self.exe, self.exe_default)
+
+    @property
+    def uid_varies(self) -> int:
+        return _varies(self.uid, self.uid_default)
+
+    @property
+    def gid_varies(self) -> int:
+        return _varies(self.gid, self.gid_default)
 
     def entry_counts(self) -> dict[str, int]:
         return {

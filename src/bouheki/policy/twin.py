@@ -86,13 +86,18 @@ def decide(t: PolicyTables, c: Connection) -> Decision:
         return refused(t, Reason.ADDRESS)
 
     # A destination with port 0 is still a destination: judged like any.
-    m = _dst_mask(t, c.daddr)
-    m &= _port_mask(t, c.proto, judged_port(c.proto, c.dport))
-    m &= t.comm.get(kernel_comm(c.comm), t.comm_default)
-    m &= t.exe_default if c.exe is None else t.exe.get(c.exe, t.exe_default)
-    m &= t.uid.get(c.uid, t.uid_default)
-    m &= t.gid.get(c.gid, t.gid_default)
-    m &= t.valid_bits
+    # As bh_match: a dimension is looked up only while a live rule varies
+    # in it; otherwise its default stands for every key.
+    m = t.valid_bits
+    m &= _dst_mask(t, c.daddr) if m & t.dst_varies else t.dst_default
+    port = judged_port(c.proto, c.dport)
+    m &= _port_mask(t, c.proto, port) if m & t.port_varies else t.port_default
+    m &= t.uid.get(c.uid, t.uid_default) if m & t.uid_varies else t.uid_default
+    m &= t.gid.get(c.gid, t.gid_default) if m & t.gid_varies else t.gid_default
+    comm = kernel_comm(c.comm)
+    m &= t.comm.get(comm, t.comm_default) if m & t.comm_varies else t.comm_default
+    exe_mask = t.exe_default if c.exe is None else t.exe.get(c.exe, t.exe_default)
+    m &= exe_mask if m & t.exe_varies else t.exe_default
 
     if m:
         rule = (m & -m).bit_length() - 1  # lowest set bit: the first matching rule
