@@ -70,6 +70,7 @@ BH_MAP("array", int, struct bh_pattern, patterns, 2 * BH_MAX_PATTERNS, 0);
  * a cgroup's name say which unit it is (below a service, scope or user
  * manager, anyone with the delegation can pick any name). */
 BH_MAP("hash", struct bh_scope_key, u32, slices, 8192, BPF_F_NO_PREALLOC);
+BH_MAP("hash", struct bh_learn_key, struct bh_learn_val, learned, BH_MAX_LEARN, BPF_F_NO_PREALLOC);
 BH_MAP("percpu_array", int, struct bh_counter, counters, BH_MAX_POLICIES * (BH_MAX_RULES + 1), 0);
 BH_MAP("percpu_array", int, u64, gcounters, BH_G_MAX, 0);
 /* bcc's BPF_RINGBUF_OUTPUT with a pinnable section (bcc has no pinned form
@@ -319,6 +320,40 @@ static __always_inline u64 bh_match(u32 gen, u32 policy, struct bh_policy *p, st
 	return m;
 }
 
+/* Count c in the learned map (a learning policy's scope only): the first
+ * connection of a key inserts it, the others add to its counters. */
+static __always_inline void bh_learn(u32 policy, struct bh_conn *c, struct bh_who *who, u8 verdict)
+{
+	struct bh_learn_key k = {.policy = policy, .dport = c->dport, .family = c->family,
+				 .proto = c->proto};
+	struct bh_learn_val init = {}, *v;
+	u64 now = bpf_ktime_get_ns();
+
+	bh_read_ids(who);
+	bh_read_exe(who);
+	k.uid = who->uid;
+	k.exe_ino = who->exe_ino;
+	k.exe_dev = who->exe_dev;
+	__builtin_memcpy(k.daddr, c->daddr, 16);
+	v = learned.lookup(&k);
+	if (!v) {
+		init.first_ns = now;
+		learned.insert(&k, &init); /* BPF_NOEXIST: a racing CPU's entry stays */
+		v = learned.lookup(&k);
+		if (!v) {
+			bh_count(BH_G_LEARN_FULL);
+			return;
+		}
+	}
+	if (verdict == BH_VERDICT_BLOCKED)
+		__sync_fetch_and_add(&v->blocked, 1);
+	else if (verdict == BH_VERDICT_WOULD_BLOCK)
+		__sync_fetch_and_add(&v->would_block, 1);
+	else
+		__sync_fetch_and_add(&v->allowed, 1);
+	v->last_ns = now;
+}
+
 /* Index of the lowest set bit of a non-zero mask: the first matching rule.
  * (__builtin_ctzll crashes the bcc toolchain of Debian 12.) */
 static __always_inline u32 bh_lowest_bit(u64 m)
@@ -426,6 +461,9 @@ static __always_inline int bh_judge(struct bh_conn *c, u8 hook)
 				ctr->would_block += 1;
 		}
 	}
+
+	if ((p->flags & BH_POLICY_LEARN) && !c->reason)
+		bh_learn(policy_id, c, &who, verdict);
 
 	if (verdict != BH_VERDICT_ALLOWED || (p->flags & BH_POLICY_LOG_ALLOWED)) {
 		struct bh_event *e;

@@ -15,6 +15,8 @@
 #define BH_POLICY_MONITOR 1
 #define BH_POLICY_FOREIGN_MNTNS_ONLY 2
 #define BH_POLICY_LOG_ALLOWED 4
+/* learn = true: each judged connection is counted in the learned map. */
+#define BH_POLICY_LEARN 8
 /* The policy names SCTP in a rule: without it, SCTP sockets are refused in
  * its scope (peer-advertised SCTP paths never pass a socket hook). */
 #define BH_POLICY_SCTP 128
@@ -44,7 +46,7 @@
 #define BH_G_EVENTS 1        /* events written to the ring buffer */
 #define BH_G_EVENTS_LOST 2   /* events that could not be reserved */
 #define BH_G_NO_STATE 3      /* hook ran before any generation was active */
-/* slot 4 is free: cgroups below a unit no longer get entries of their own */
+#define BH_G_LEARN_FULL 4    /* connections of learning policies the full learned map could not record */
 #define BH_G_SCOPE_NAMED 5   /* cgroups given a unit policy by name at cgroup_mkdir */
 #define BH_G_REFUSED 6       /* judged calls refused whatever the rules (a BH_REASON_*) */
 #define BH_G_SCOPE_FULL 7    /* unit cgroups or slices the full maps could not record */
@@ -191,6 +193,31 @@ struct bh_event {
 	__u8 reason; /* BH_REASON_* */
 	__u8 daddr[16]; /* IPv4 in the first 4 bytes */
 	char comm[BH_COMM_LEN];
+};
+
+/* What learning policies saw (bouhekictl suggest): one entry per policy,
+ * destination, protocol, port, uid and executable, counted by verdict. The
+ * map is bounded (BH_MAX_LEARN); a connection that finds it full is
+ * counted in BH_G_LEARN_FULL, never dropped silently. Policy ids outlive
+ * reloads (service/policy_ids.py), so no generation is in the key. */
+#define BH_MAX_LEARN 16384
+struct bh_learn_key {
+	__u32 policy;
+	__u32 uid;
+	__u64 exe_ino;
+	__u32 exe_dev;
+	__u16 dport;
+	__u8 family;
+	__u8 proto;
+	__u8 daddr[16]; /* IPv4 in the first 4 bytes */
+};
+
+struct bh_learn_val {
+	__u64 allowed;
+	__u64 blocked;
+	__u64 would_block;
+	__u64 first_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	__u64 last_ns;
 };
 
 #endif

@@ -11,7 +11,7 @@ _bouhekictl_units() {
 
 _bouhekictl() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
-    local commands="status reload policies stats explain check-config monitor"
+    local commands="status reload policies stats explain check-config monitor learned suggest forget"
     local common="--json --bus --address --timeout --help"
     local cmd="" i
     for ((i = 1; i < COMP_CWORD; i++)); do
@@ -24,6 +24,7 @@ _bouhekictl() {
     case $prev in
         --bus) mapfile -t COMPREPLY < <(compgen -W "system session" -- "$cur") && return ;;
         --address | --timeout | --comm | --uid | --gid | --count | --to) return ;;
+        --ipv4-prefix | --ipv6-prefix) return ;;
         --unit) mapfile -t COMPREPLY < <(compgen -W "$(_bouhekictl_units)" -- "$cur") && return ;;
         --exe | --output) mapfile -t COMPREPLY < <(compgen -f -- "$cur") && return ;;
         --root | --units-dir) mapfile -t COMPREPLY < <(compgen -d -- "$cur") && return ;;
@@ -46,6 +47,13 @@ _bouhekictl() {
             fi
             ;;
         monitor) opts+=" --count" ;;
+        learned | suggest | forget)
+            [[ $cmd == suggest ]] && opts+=" --ipv4-prefix --ipv6-prefix --output"
+            if [[ $cur != -* ]]; then
+                mapfile -t COMPREPLY < <(compgen -W "$(_bouhekictl_units)" -- "$cur")
+                return
+            fi
+            ;;
     esac
     mapfile -t COMPREPLY < <(compgen -W "$opts" -- "$cur")
 }

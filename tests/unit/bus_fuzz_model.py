@@ -38,6 +38,8 @@ METHOD_SIGNATURES = {
     names.METHOD_GET_STATISTICS: ("", "a{sv}"),
     names.METHOD_EXPLAIN: ("a{sv}", "a{sv}"),
     names.METHOD_CHECK_CONFIG: ("s", "a{sv}"),
+    names.METHOD_LEARNED: ("s", "a{sv}"),
+    names.METHOD_FORGET_LEARNED: ("s", "u"),
 }
 INT_RANGES = {
     "y": (0, 2**8 - 1),

@@ -120,7 +120,10 @@ def test_policy_names_the_right_bus_name_and_methods() -> None:
         if rule.get("send_interface") == names.INTERFACE
     }
     # Every method: Reload is authorized by the daemon (polkit), the rest are reads.
-    assert readable == {"ListPolicies", "GetStatistics", "Explain", "CheckConfig", "Reload"}
+    assert readable == {
+        *("ListPolicies", "GetStatistics", "Explain", "CheckConfig"),
+        *("Reload", "Learned", "ForgetLearned"),
+    }
     assert all(
         rule.get("send_destination") == names.BUS_NAME
         for rule in default.findall("allow")

@@ -127,7 +127,9 @@ def test_introspection_shows_the_interface(private_bus: PrivateBus) -> None:
         assert sorted(m.name for m in iface.methods) == [
             "CheckConfig",
             "Explain",
+            "ForgetLearned",
             "GetStatistics",
+            "Learned",
             "ListPolicies",
             "Reload",
         ]
@@ -177,6 +179,12 @@ def test_methods_reply_with_the_engine_answers(private_bus: PrivateBus) -> None:
             "warnings": ["units/old.toml: legacy key"],
             "duration_ms": 12,
         }
+        learned = await peer.ok("Learned", "s", ["nginx.service"])
+        assert learned["learning"] is True and learned["capacity"] == 16384
+        assert learned["observations"][0]["port"] == 80
+        assert learned["observations"][0]["exe"] == "/usr/bin/curl"
+        assert await peer.ok("ForgetLearned", "s", ["nginx.service"]) == 1
+        assert engine.learned_units == ["nginx.service", "nginx.service"]
         props = await peer.call(
             "GetAll", "s", [names.INTERFACE], interface=names.PROPERTIES_INTERFACE
         )

@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 import pytest
 
+from bouheki.config.values import check_unit_name
 from bouheki.service.api import (
     BadRequest,
     BlockedEvent,
@@ -29,8 +30,10 @@ from bouheki.service.api import (
     EngineListener,
     ExplainQuery,
     Explanation,
+    Learned,
     NameAddress,
     NameState,
+    Observation,
     PolicyCounters,
     PolicySummary,
     Problem,
@@ -72,6 +75,7 @@ class FakeEngine:
         self.explain_error: Optional[Exception] = None
         self.queries: list[ExplainQuery] = []
         self.checked: list[Optional[str]] = []
+        self.learned_units: list[str] = []
         self.blocked = 5
         self.would_block = 2
 
@@ -165,6 +169,23 @@ class FakeEngine:
         if path and "bad" in path:
             raise ConfigInvalid(PROBLEMS)
         return CheckResult(ok=True, warnings=["no [host] policy"], policies=2)
+
+    def learned(self, unit: str) -> Learned:
+        self.learned_units.append(unit)
+        if problem := check_unit_name(unit):
+            raise BadRequest(problem)
+        observation = Observation(
+            address="10.0.1.1", port=80, protocol="tcp", uid=0, exe="/usr/bin/curl",
+            names=[], allowed=3, would_block=0, blocked=0,
+            first_usec=1_700_000_000_000_000, last_usec=1_700_000_001_000_000,
+        )  # fmt: skip
+        return Learned(unit, "nginx.service", True, [observation], 0, 16384)
+
+    def forget_learned(self, unit: str) -> int:
+        self.learned_units.append(unit)
+        if problem := check_unit_name(unit):
+            raise BadRequest(problem)
+        return 1
 
     def status(self) -> Status:
         return Status(

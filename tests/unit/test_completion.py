@@ -68,3 +68,6 @@ def test_units_come_from_systemd(tmp_path: Path) -> None:
     fake.chmod(0o755)
     got = complete("bouhekictl explain --unit n", env_path=f"{tmp_path}:/usr/bin:/bin")
     assert sorted(set(got)) == ["nginx.service", "ntpsec.service"]
+    # A learning command's argument is a unit.
+    got = complete("bouhekictl suggest ng", env_path=f"{tmp_path}:/usr/bin:/bin")
+    assert sorted(set(got)) == ["nginx.service"]

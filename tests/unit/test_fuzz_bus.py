@@ -54,6 +54,7 @@ from test_bus_support import FakeEngine, PrivateBus, as_engine
 from bouheki.bus import dispatch, names
 from bouheki.bus.server import BusService, serve
 from bouheki.bus.wire import unwrap
+from bouheki.config.values import check_unit_name
 from bouheki.dbuslib import (
     LIBRARY,
     Message,
@@ -177,6 +178,10 @@ def expect_ours(member: str, body: list) -> Expect:
         return expect_explain(body[0])
     if member == names.METHOD_CHECK_CONFIG:
         return Expect("a{sv}", effect="check")  # a root caller; invalid is a normal answer
+    if member in (names.METHOD_LEARNED, names.METHOD_FORGET_LEARNED):
+        if check_unit_name(body[0]):
+            return error(names.ERROR_BAD_REQUEST, effect="learned")
+        return Expect(METHOD_SIGNATURES[member][1], effect="learned")
     out = METHOD_SIGNATURES[member][1]
     return Expect(out, effect="reload" if member == names.METHOD_RELOAD else "")
 
@@ -218,10 +223,13 @@ class State:
     generation: int
     queries: int
     checked: int
+    learned: int
 
     @classmethod
     def of(cls, engine: FakeEngine) -> State:
-        return cls(engine.generation, len(engine.queries), len(engine.checked))
+        return cls(
+            engine.generation, len(engine.queries), len(engine.checked), len(engine.learned_units)
+        )
 
 
 def describe(path: str, interface: Optional[str], member: str, signature: str) -> str:
@@ -302,10 +310,12 @@ async def call_and_check(
         check_reply(reply, want, what)
     after = State.of(h.engine)
     # Only the change the call may make, and only by one.
+    b = before
     allowed = {
-        "reload": State(before.generation + 1, before.queries, before.checked),
-        "explain": State(before.generation, before.queries + 1, before.checked),
-        "check": State(before.generation, before.queries, before.checked + 1),
+        "reload": State(b.generation + 1, b.queries, b.checked, b.learned),
+        "explain": State(b.generation, b.queries + 1, b.checked, b.learned),
+        "check": State(b.generation, b.queries, b.checked + 1, b.learned),
+        "learned": State(b.generation, b.queries, b.checked, b.learned + 1),
     }
     assert after in (before, allowed.get(want.effect, before)), (what, before, after)
     if not no_reply and want.effect and after == before:
@@ -318,6 +328,8 @@ async def call_and_check(
     if not no_reply and want.effect == "check" and reply is not None:
         assert h.engine.checked[-1] == (body[0] or None), what
         assert unwrap(reply.body[0])["ok"] == ("bad" not in body[0]), what
+    if not no_reply and want.effect == "learned":
+        assert h.engine.learned_units[-1] == body[0], what
     assert h.server_bus.connected, f"the service was dropped from the bus by {what}"
     assert h.records.take() == [], f"{what} made the service log"
     return reply

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes as ct
+from pathlib import Path
 
 import pytest
 
@@ -157,6 +158,32 @@ def test_every_map_the_swap_touches_exists_in_the_programs() -> None:
     src = (Path(__file__).resolve().parents[2] / "bpf" / "bouheki.bpf.c").read_text()
     declared = set(re.findall(r'^BH_MAP\("\w+", [^,]+, [^,]+, (\w+),', src, re.M))
     assert set(MAP_NAMES) <= declared, set(MAP_NAMES) - declared
+
+
+def test_adoption_opens_every_map_the_programs_declare() -> None:
+    """One list of map names (kernel/maps.py, and the per-CPU and ring buffer
+    maps beside it): adoption opens all of the declared ones, or none."""
+    import re
+    from pathlib import Path
+
+    from bouheki.kernel.adopt import MAPS
+
+    src = (Path(__file__).resolve().parents[2] / "bpf" / "bouheki.bpf.c").read_text()
+    declared = set(re.findall(r'^BH_MAP\("\w+", [^,]+, [^,]+, (\w+),', src, re.M))
+    ring = set(re.findall(r"^struct events_table_t (\w+) =", src, re.M))
+    assert ring == {"events"}
+    assert set(MAPS) == declared | ring
+    assert len(MAPS) == len(set(MAPS))
+
+
+def test_the_adoption_key_covers_every_file_the_programs_include(tmp_path: Path) -> None:
+    from bouheki.kernel.loader import BPF_SOURCE, bpf_dir, program_sources
+
+    assert {p.name for p in program_sources(bpf_dir())} == {BPF_SOURCE, "bouheki.h"}
+    (tmp_path / BPF_SOURCE).write_text('#include <linux/in.h>\n#include "a.h"\n')
+    (tmp_path / "a.h").write_text('#include "b.h"\n#include "a.h"\n')
+    (tmp_path / "b.h").write_text("")
+    assert [p.name for p in program_sources(tmp_path)] == [BPF_SOURCE, "a.h", "b.h"]
 
 
 def test_a_policy_set_too_large_for_the_maps_is_refused_before_any_write() -> None:

@@ -44,33 +44,36 @@ def test_struct_matches_header(c_layout: dict[str, int], cname: str) -> None:
         assert getattr(py, fname).offset == c_layout[f"{cname}.{fname}"], fname
 
 
-def test_constants_match_header() -> None:
-    import re
-
+def python_mirror() -> dict[str, int]:
+    """Every constant of bouheki.h as the Python side holds it: enums by
+    their prefix, the G_ counter slots from layout, the rest by name."""
     from bouheki.policy import tables
 
-    defines = dict(re.findall(r"^#define (BH_\w+) (\d+)", HEADER.read_text(), re.M))
-    ours = {
-        "BH_POLICY_MONITOR": tables.POLICY_MONITOR,
-        "BH_POLICY_FOREIGN_MNTNS_ONLY": tables.POLICY_FOREIGN_MNTNS_ONLY,
-        "BH_POLICY_LOG_ALLOWED": tables.POLICY_LOG_ALLOWED,
-        "BH_G_EVENTS": layout.G_EVENTS,
-        "BH_G_EVENTS_LOST": layout.G_EVENTS_LOST,
-        "BH_G_NO_STATE": layout.G_NO_STATE,
-        "BH_G_SCOPE_NAMED": layout.G_SCOPE_NAMED,
-        "BH_G_REFUSED": layout.G_REFUSED,
-        "BH_G_SCOPE_FULL": layout.G_SCOPE_FULL,
-        "BH_G_MAX": layout.G_MAX,
-        "BH_POLICY_SCTP": tables.POLICY_SCTP,
-        "BH_UNIT_NAME_LEN": tables.UNIT_NAME_LEN,
-        "BH_PATTERN_LEN": tables.PATTERN_LEN,
-        "BH_MAX_PATTERNS": layout.MAX_PATTERNS,
-        "BH_COMM_LEN": tables.COMM_LEN,
-        "BH_MAX_RULES": tables.MAX_RULES,
-        "BH_MAX_POLICIES": tables.MAX_POLICIES,
-        "BH_DEFAULT_RULE": tables.DEFAULT_RULE,
+    ours: dict[str, int] = {
+        **{f"BH_VERDICT_{v.name}": int(v) for v in tables.Verdict},
+        **{f"BH_HOOK_{h.name}": int(h) for h in tables.Hook},
+        **{f"BH_REASON_{r.name}": int(r) for r in tables.Reason},
+        **{f"BH_{k}": v for k, v in vars(layout).items() if k.startswith("G_")},
+        **{f"BH_{k}": v for k, v in vars(tables).items() if k.startswith("POLICY_")},
     }
-    assert {k: int(defines[k]) for k in ours} == ours
+    for name in ("MAX_RULES", "DEFAULT_RULE", "MAX_POLICIES", "COMM_LEN", "UNIT_NAME_LEN",
+                 "PATTERN_LEN"):  # fmt: skip
+        ours[f"BH_{name}"] = getattr(tables, name)
+    for name in ("MAX_PATTERNS", "MAX_LEARN"):
+        ours[f"BH_{name}"] = getattr(layout, name)
+    return ours
+
+
+def test_constants_match_header() -> None:
+    """Every #define of the header has its Python mirror, with its value,
+    and the mirror holds nothing the header does not define."""
+    import re
+
+    text = re.sub(r"/\*.*?\*/", "", HEADER.read_text(), flags=re.S)
+    defines = {k: int(v) for k, v in re.findall(r"^#define (BH_\w+) (\d+)\s*$", text, re.M)}
+    assert len(defines) == len(re.findall(r"^#define BH_", text, re.M)), "a non-numeric define"
+    ours = python_mirror()
+    assert defines == ours
     flags = [v for k, v in ours.items() if k.startswith("BH_POLICY_")]
     assert sum(flags) == sum(set(flags)), "two flags share a bit"
 

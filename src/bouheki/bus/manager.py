@@ -147,6 +147,26 @@ class Manager(ServiceInterface):
                 result = CheckResult(ok=False, problems=exc.problems)
             return encode(result)
 
+    @dbus_method(names.METHOD_LEARNED, "s", out="a{sv}")
+    async def _learned(self, unit: str) -> dict[str, Variant]:
+        await authorize(
+            self._bus,
+            names.ACTION_MANAGE,
+            "reading what a unit connects to needs root or polkit's consent",
+        )
+        with engine_errors("reading what was learned"):
+            return encode(self._engine.learned(unit))
+
+    @dbus_method(names.METHOD_FORGET_LEARNED, "s", out="u")
+    async def _forget_learned(self, unit: str) -> int:
+        await authorize(
+            self._bus,
+            names.ACTION_MANAGE,
+            "forgetting what was learned needs root or polkit's consent",
+        )
+        with engine_errors("forgetting what was learned"):
+            return self._engine.forget_learned(unit)
+
     # --- properties ----------------------------------------------------------
 
     def _status(self) -> Status:

@@ -34,6 +34,10 @@ METHOD_LIST_POLICIES = "ListPolicies"
 METHOD_GET_STATISTICS = "GetStatistics"
 METHOD_EXPLAIN = "Explain"
 METHOD_CHECK_CONFIG = "CheckConfig"
+# What a learning policy recorded (it says where a unit connects: root or
+# polkit's consent, like Reload), and forgetting it.
+METHOD_LEARNED = "Learned"
+METHOD_FORGET_LEARNED = "ForgetLearned"
 
 # Signals of INTERFACE.
 SIGNAL_RELOADED = "Reloaded"

@@ -28,7 +28,7 @@ from bouheki.policy.tables import PORT_PROTOCOLS, Action, protocol_name
 
 T = TypeVar("T")
 
-POLICY_KEYS = ("mode", "network", "command", "exe", "uid", "gid", "rule")
+POLICY_KEYS = ("mode", "learn", "network", "command", "exe", "uid", "gid", "rule")
 RULE_KEYS = ("name", "action", "to", "ports", "protocol", "command", "exe", "uid", "gid")
 LIST_KEYS = ("allow", "deny")
 
@@ -190,6 +190,7 @@ def parse_policy(doc: Doc, table: Mapping[str, object], path: Path = ()) -> Poli
     """A policy table (a whole unit file, or the main file's [host])."""
     origin = doc.origin(path, format_path(path) or "policy")
     mode: Optional[Item[str]] = None
+    learn: Optional[Item[bool]] = None
     lists: dict[str, AllowDeny[Any]] = {}
     rules: list[RuleSpec] = []
     for key, value in table.items():
@@ -201,6 +202,11 @@ def parse_policy(doc: Doc, table: Mapping[str, object], path: Path = ()) -> Poli
                 mode = Item(parse_mode(value), doc.origin(where))
             except ValueError as e:
                 doc.error(where, str(e))
+        elif key == "learn":
+            if isinstance(value, bool):
+                learn = Item(value, doc.origin(where))
+            else:
+                doc.error(where, f"expected true or false, got {type_name(value)}")
         elif key == "rule":
             if not isinstance(value, list):
                 doc.error(where, f"expected [[rule]] entries, got {type_name(value)}")
@@ -211,4 +217,4 @@ def parse_policy(doc: Doc, table: Mapping[str, object], path: Path = ()) -> Poli
                     rules.append(rule)
         else:
             lists[key] = _allow_deny(doc, where, value, key)
-    return PolicySpec(origin=origin, mode=mode, rules=tuple(rules), **lists)
+    return PolicySpec(origin=origin, mode=mode, learn=learn, rules=tuple(rules), **lists)

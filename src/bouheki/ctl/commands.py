@@ -11,7 +11,7 @@ from typing import Any, Callable
 from ..bus import names
 from ..bus.wire import unwrap
 from ..dbuslib import Message, MessageType, Variant
-from . import metrics, render
+from . import metrics, render, suggest
 from .check import print_check
 from .client import Client
 from .errors import EXIT_FAILURE, EXIT_OK, CtlError
@@ -80,6 +80,56 @@ async def cmd_check_config(client: Client, args: argparse.Namespace, out: Output
     """check-config --daemon: the daemon's view (the local check is in check.py)."""
     (data,) = await client.call(names.METHOD_CHECK_CONFIG, "s", [args.path or ""])
     return print_check(out, data)
+
+
+async def cmd_learned(client: Client, args: argparse.Namespace, out: Output) -> int:
+    (data,) = await client.call(names.METHOD_LEARNED, "s", [args.unit])
+    _warn_learning(data, out)
+    out.result(data, render.learned)
+    return EXIT_OK
+
+
+async def cmd_suggest(client: Client, args: argparse.Namespace, out: Output) -> int:
+    (data,) = await client.call(names.METHOD_LEARNED, "s", [args.unit])
+    _warn_learning(data, out)
+    try:
+        rules = suggest.rules_from(data, args.ipv4_prefix, args.ipv6_prefix)
+    except suggest.TooManyRules as e:
+        raise CtlError(str(e), EXIT_FAILURE) from None
+    text = suggest.render_toml(data, rules)
+    if out.json:
+        out.result(
+            {"unit": data["unit"], "policy": data["policy"], "toml": text,
+             "rules": [r.as_json() for r in rules]},
+            render.to_json,
+        )  # fmt: skip
+    elif args.output:
+        metrics.write_atomically(args.output, text)
+        out.note(f"wrote {args.output}: {len(rules)} rules")
+    else:
+        out.line(text.rstrip("\n"))
+    return EXIT_OK
+
+
+def _warn_learning(data: dict[str, Any], out: Output) -> None:
+    unit = data["unit"]
+    if not data["policy"]:
+        out.warn(f"no policy judges {unit}: nothing to learn (give it one with learn = true)")
+    elif not data["learning"]:
+        out.warn(f"policy {data['policy']} (judging {unit}) does not have learn = true")
+    if data.get("missed"):
+        out.warn(
+            f"the learned map was full for {data['missed']} connections of learning policies "
+            f"(it holds {data['capacity']} entries): forget what other units learned"
+        )
+
+
+async def cmd_forget(client: Client, args: argparse.Namespace, out: Output) -> int:
+    (count,) = await client.call(names.METHOD_FORGET_LEARNED, "s", [args.unit])
+    out.result(
+        {"unit": args.unit, "forgotten": count}, lambda d: f"forgot {d['forgotten']} entries"
+    )
+    return EXIT_OK
 
 
 MATCH_RULES = (
@@ -155,4 +205,7 @@ BUS_COMMANDS: dict[str, Command] = {
     "explain": cmd_explain,
     "check-config": cmd_check_config,
     "monitor": cmd_monitor,
+    "learned": cmd_learned,
+    "suggest": cmd_suggest,
+    "forget": cmd_forget,
 }

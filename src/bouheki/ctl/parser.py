@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Optional
+from typing import Callable, Optional
 
 from .. import __version__
 from ..bus.names import BUS_NAME, ENV_BUS_ADDRESS
@@ -27,6 +27,7 @@ examples:
   bouhekictl policies                     policies, their units, modes and files
   bouhekictl stats --json | jq .blocked   counters for scripts
   sudo bouhekictl monitor                 follow blocked connections live (Ctrl-C stops)
+  sudo bouhekictl suggest app.service     a policy allowing what app.service was seen to do
 
 {EXIT_CODES_HELP}
 
@@ -98,6 +99,25 @@ def _port(text: str, whole: str) -> int:
     return int(text)
 
 
+LEARN_EPILOG = """\
+Learning: give the unit a policy of its own with learn = true (in monitor
+mode its traffic flows while bouheki records it), run it through its usual
+work, then turn what was seen into a policy:
+
+  cat > /etc/bouheki/units/app.service.toml <<EOF
+  mode = "monitor"
+  learn = true
+  EOF
+  sudo systemctl reload bouheki
+  sudo bouhekictl learned app.service            destination, port, protocol, exe, uid, counts
+  sudo bouhekictl suggest app.service --ipv4-prefix 24 > app.service.toml
+  sudo install -m 644 app.service.toml /etc/bouheki/units/ && sudo systemctl reload bouheki
+  sudo bouhekictl forget app.service             start learning afresh
+
+What is learned is kept in the kernel, per policy, in a bounded map (its
+size and what did not fit are in `bouhekictl learned --json`); it survives
+reloads and restarts of the daemon, not an upgrade that changes the programs."""
+
 STATS_EPILOG = """\
 metrics:
   bouhekictl stats --format=prometheus --output \\
@@ -111,6 +131,15 @@ def _uint(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
     return int(text)
+
+
+def _prefix(most: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.isdigit() or not 0 <= int(text) <= most:
+            raise argparse.ArgumentTypeError(f"expected a prefix length 0-{most}, got {text!r}")
+        return int(text)
+
+    return parse
 
 
 def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -242,6 +271,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="ask the running daemon instead (its view and search paths; a PATH needs root)",
     )
     _tree_options(check)
+
+    learned = command(
+        "learned",
+        "show what a learning policy (learn = true) saw a unit connect to (root)",
+        LEARN_EPILOG,
+    )
+    learned.add_argument("unit", metavar="UNIT", help="the unit, e.g. nginx.service")
+    suggest = command(
+        "suggest",
+        "print a unit policy that allows exactly what was learned (root)",
+        LEARN_EPILOG,
+    )
+    suggest.add_argument("unit", metavar="UNIT", help="the unit, e.g. nginx.service")
+    suggest.add_argument(
+        "--ipv4-prefix",
+        metavar="N",
+        type=_prefix(32),
+        default=32,
+        help="allow the /N network around each IPv4 address seen (default 32: the address)",
+    )
+    suggest.add_argument(
+        "--ipv6-prefix",
+        metavar="N",
+        type=_prefix(128),
+        default=128,
+        help="the same for IPv6 (default 128)",
+    )
+    suggest.add_argument(
+        "--output", metavar="FILE", help="write the policy to FILE (replaced atomically)"
+    )
+    forget = command("forget", "drop what the policy judging a unit learned (root)", LEARN_EPILOG)
+    forget.add_argument("unit", metavar="UNIT", help="the unit, e.g. nginx.service")
 
     monitor = command("monitor", "follow blocked connections live", MONITOR_EPILOG)
     monitor.add_argument(

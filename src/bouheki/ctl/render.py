@@ -199,3 +199,31 @@ def blocked_event(data: Data) -> str:
 
 def reloaded_event(generation: int, when_usec: int) -> str:
     return f"{format_usec(when_usec)} reloaded: generation {generation}"
+
+
+_PORTED = ("tcp", "udp", "udplite", "sctp", "dccp")  # the protocols with ports
+
+
+def learned(data: Data) -> str:
+    head = f"{data['unit']}: policy {data['policy'] or '(none)'}" + (
+        ", learning" if data["learning"] else ", not learning"
+    )
+    rows = [
+        [
+            format_destination(
+                o["address"], o["port"] if o["protocol"] in _PORTED else None, o["protocol"]
+            ),
+            ", ".join(o["names"]) or "-",
+            o["exe"] or "?",
+            o["uid"],
+            o["allowed"],
+            o["would_block"],
+            o["blocked"],
+            format_usec(o["last_usec"]),
+        ]
+        for o in data["observations"]
+    ]
+    if not rows:
+        return head + "\nnothing seen yet"
+    headers = ["DESTINATION", "NAMES", "EXE", "UID", "ALLOWED", "WOULD-BLOCK", "BLOCKED", "LAST"]
+    return head + "\n" + format_table(headers, rows)

@@ -32,6 +32,7 @@ class GlobalCounts:
     refused: int = 0  # calls refused whatever the rules said (an event's reason)
     scope_named: int = 0  # unit cgroups given their policy by name at creation
     scope_full: int = 0  # unit cgroups or slices the full maps could not record
+    learn_full: int = 0  # connections of learning policies the full learned map missed
 
 
 class CounterReader:
@@ -50,6 +51,7 @@ class CounterReader:
             refused=total(layout.G_REFUSED),
             scope_named=total(layout.G_SCOPE_NAMED),
             scope_full=total(layout.G_SCOPE_FULL),
+            learn_full=total(layout.G_LEARN_FULL),
         )
 
     def rule(self, policy_id: int, rule: int) -> RuleCount:

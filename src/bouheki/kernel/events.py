@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import ctypes as ct
-import ipaddress
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..policy.tables import Hook, Reason, Verdict, protocol_name
+from ..policy.tables import Hook, Reason, Verdict, kernel_address, protocol_name
 from . import layout
 from .ringbuf import RingBuffer
 
@@ -43,10 +41,7 @@ class KernelEvent:
 
 
 def decode(raw: layout.Event) -> KernelEvent:
-    if raw.family == socket.AF_INET:
-        addr = str(ipaddress.IPv4Address(bytes(raw.daddr[:4])))
-    else:
-        addr = str(ipaddress.IPv6Address(bytes(raw.daddr)))
+    addr = kernel_address(raw.family, bytes(raw.daddr))
     return KernelEvent(
         ts_ns=raw.ts_ns,
         cgroup_id=raw.cgroup_id,

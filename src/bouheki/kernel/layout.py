@@ -154,6 +154,32 @@ class Event(ct.Structure):
     ]
 
 
+MAX_LEARN = 16384
+
+
+class LearnKey(ct.Structure):
+    _fields_ = [
+        ("policy", ct.c_uint32),
+        ("uid", ct.c_uint32),
+        ("exe_ino", ct.c_uint64),
+        ("exe_dev", ct.c_uint32),
+        ("dport", ct.c_uint16),
+        ("family", ct.c_uint8),
+        ("proto", ct.c_uint8),
+        ("daddr", ct.c_uint8 * 16),
+    ]
+
+
+class LearnVal(ct.Structure):
+    _fields_ = [
+        ("allowed", ct.c_uint64),
+        ("blocked", ct.c_uint64),
+        ("would_block", ct.c_uint64),
+        ("first_ns", ct.c_uint64),
+        ("last_ns", ct.c_uint64),
+    ]
+
+
 # The header's struct name for each mirror, for the layout test.
 C_NAMES: dict[str, type[ct.Structure]] = {
     "bh_state": State,
@@ -171,12 +197,15 @@ C_NAMES: dict[str, type[ct.Structure]] = {
     "bh_pattern": Pattern,
     "bh_counter": Counter,
     "bh_event": Event,
+    "bh_learn_key": LearnKey,
+    "bh_learn_val": LearnVal,
 }
 
 # Global counter slots (BH_G_* in the header).
 G_EVENTS = 1
 G_EVENTS_LOST = 2
 G_NO_STATE = 3
+G_LEARN_FULL = 4
 G_SCOPE_NAMED = 5
 G_REFUSED = 6
 G_SCOPE_FULL = 7

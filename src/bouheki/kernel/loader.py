@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -39,6 +40,22 @@ def bpf_dir() -> Path:
     raise requirements.KernelUnsupported(
         f"{BPF_SOURCE} not found in " + ", ".join(str(c) for c in candidates)
     )
+
+
+def program_sources(src: Path) -> list[Path]:
+    """The files the programs are built from: the source and every header it
+    includes from bpf/, followed through their own includes. The adoption
+    key hashes them all, so an edit to any of them compiles afresh."""
+    out: list[Path] = []
+    todo = [src / BPF_SOURCE]
+    while todo:
+        path = todo.pop(0)
+        if path in out:
+            continue
+        out.append(path)
+        for name in re.findall(r'^\s*#\s*include\s+"([^"]+)"', path.read_text(), re.M):
+            todo.append(src / name)
+    return out
 
 
 @dataclass(frozen=True)
@@ -156,7 +173,7 @@ def load(
     cflags = [f"-I{src}", "-Wno-macro-redefined", *sizes.cflags(), *offsets]
     if pins is None:
         return Programs(compiler.compile_programs(src, cflags), sizes)
-    tag = layout_tag([src / BPF_SOURCE, src / "bouheki.h"], cflags)
+    tag = layout_tag(program_sources(src), cflags)
     taken = adopt_links(pins, tag, (src / BPF_SOURCE).read_text()) if adopt else None
     if taken is not None:
         predecessor, map_fds, link_fds = taken

@@ -26,6 +26,7 @@ MAP_NAMES = (
     "unit_names",
     "patterns",
     "slices",
+    "learned",
 )
 _KEYS: dict[str, type[ct.Structure]] = {
     "policies": layout.PolicyKey,
@@ -75,6 +76,28 @@ class Maps:
             for k in list(self._keys(name)):
                 if k.gen == gen:  # type: ignore[attr-defined]
                     yield name, k
+
+    def learned(self) -> list[tuple[layout.LearnKey, layout.LearnVal]]:
+        """Every entry of the learned map (bounded by its max_entries)."""
+        fd = self._fds["learned"]
+        out = []
+        cur: layout.LearnKey | None = None
+        nxt = layout.LearnKey()
+        while bpfsys.next_key(fd, cur, nxt):
+            key = layout.LearnKey.from_buffer_copy(nxt)
+            val = layout.LearnVal()
+            with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                bpfsys.lookup(fd, key, val)
+                out.append((key, val))
+            cur = key
+        return out
+
+    def forget_learned(self, policy: int) -> int:
+        """Delete a policy's learned entries; how many there were."""
+        keys = [k for k, _ in self.learned() if k.policy == policy]
+        for k in keys:
+            self.delete("learned", k)
+        return len(keys)
 
     def read_state(self) -> layout.State:
         s = layout.State()

@@ -12,7 +12,14 @@ from typing import Any, Optional
 
 from bouheki.policy.lpm import Prefix, fold, range_to_prefixes
 from bouheki.policy.model import IdMatch, LoweredPolicy, PortMatch, Rule
-from bouheki.policy.tables import MAX_RULES, POLICY_MONITOR, POLICY_SCTP, Action, PolicyTables
+from bouheki.policy.tables import (
+    MAX_RULES,
+    POLICY_LEARN,
+    POLICY_MONITOR,
+    POLICY_SCTP,
+    Action,
+    PolicyTables,
+)
 
 _PORT_BITS = 16
 
@@ -101,7 +108,8 @@ def compile_policy(
         name=name,
         flags=flags
         | (POLICY_MONITOR if lowered.monitor else 0)
-        | (POLICY_SCTP if lowered.names_sctp else 0),
+        | (POLICY_SCTP if lowered.names_sctp else 0)
+        | (POLICY_LEARN if lowered.learn else 0),
         default_action=lowered.default_action,
         rule_count=len(rules),
         allow_bits=_bits(rules, lambda r: r.action == Action.ALLOW),

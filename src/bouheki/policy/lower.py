@@ -186,5 +186,7 @@ def lower(spec: PolicySpec, env: Environment) -> tuple[LoweredPolicy, list[Probl
         default_action = Action.ALLOW
         default_origin = Origin(spec.origin.file, spec.origin.line, "default: allow")
     names_sctp = any(rule.protocol == Proto.SCTP for rule in spec.rules)
-    lowered = LoweredPolicy(tuple(rules), default_action, default_origin, spec.monitor, names_sctp)
+    lowered = LoweredPolicy(
+        tuple(rules), default_action, default_origin, spec.monitor, spec.learning, names_sctp
+    )
     return lowered, r.warnings

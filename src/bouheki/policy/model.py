@@ -123,6 +123,8 @@ IDENTITY_DIMENSIONS = ("command", "exe", "uid", "gid")
 class PolicySpec:
     origin: Origin  # the file (line 1), or the [host] table
     mode: Optional[Item[str]] = None  # 'block' | 'monitor'; None: block
+    # Record what the scope connects to, for `bouhekictl suggest`.
+    learn: Optional[Item[bool]] = None
     network: AllowDeny[Dest] = field(default_factory=AllowDeny)
     command: AllowDeny[bytes] = field(default_factory=AllowDeny)
     exe: AllowDeny[str] = field(default_factory=AllowDeny)
@@ -134,6 +136,10 @@ class PolicySpec:
     def monitor(self) -> bool:
         return self.mode is not None and self.mode.value == "monitor"
 
+    @property
+    def learning(self) -> bool:
+        return self.learn is not None and self.learn.value
+
     def identity(self, dimension: str) -> AllowDeny:
         lists: AllowDeny = getattr(self, dimension)
         return lists
@@ -143,6 +149,7 @@ class PolicySpec:
         return PolicySpec(
             origin=self.origin,
             mode=dropin.mode if dropin.mode is not None else self.mode,
+            learn=dropin.learn if dropin.learn is not None else self.learn,
             network=self.network.extended(dropin.network),
             command=self.command.extended(dropin.command),
             exe=self.exe.extended(dropin.exe),
@@ -231,6 +238,7 @@ class LoweredPolicy:
     default_action: Action
     default_origin: Origin
     monitor: bool = False
+    learn: bool = False
     # A rule names SCTP: only then may SCTP sockets exist in the scope (the
     # paths a peer advertises never pass a socket hook).
     names_sctp: bool = False

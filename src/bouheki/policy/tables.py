@@ -15,6 +15,8 @@ default mask (the rules that do not constrain it, or constrain it negated).
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -56,6 +58,14 @@ class Proto(IntEnum):
 PORT_PROTOCOLS = frozenset({Proto.TCP, Proto.UDP, Proto.UDPLITE, Proto.SCTP, Proto.DCCP})
 # Names in policies, events and explain.
 PROTOCOL_NAMES: dict[str, Proto] = {p.name.lower(): p for p in Proto}
+
+
+def kernel_address(family: int, daddr: bytes) -> str:
+    """A destination as bh_conn holds it (an event's, a learned entry's):
+    IPv4 in the first 4 bytes."""
+    if family == socket.AF_INET:
+        return str(ipaddress.IPv4Address(daddr[:4]))
+    return str(ipaddress.IPv6Address(daddr[:16]))
 
 
 def protocol_name(proto: int) -> str:
@@ -117,6 +127,8 @@ POLICY_FOREIGN_MNTNS_ONLY = 1 << 1
 POLICY_LOG_ALLOWED = 1 << 2
 # A rule names SCTP: its sockets may exist in the policy's scope.
 POLICY_SCTP = 1 << 7
+# learn = true: the programs count each judged connection in the learned map.
+POLICY_LEARN = 1 << 3
 
 
 @dataclass(frozen=True)
@@ -173,6 +185,10 @@ class PolicyTables:
     @property
     def monitor(self) -> bool:
         return bool(self.flags & POLICY_MONITOR)
+
+    @property
+    def learning(self) -> bool:
+        return bool(self.flags & POLICY_LEARN)
 
     @property
     def valid_bits(self) -> int:

@@ -190,6 +190,38 @@ class CheckResult:
 
 
 @dataclass(frozen=True)
+class Observation:
+    """What a learning policy (learn = true) saw: connections to one
+    destination, protocol and port by one uid and executable."""
+
+    address: str  # the destination as judged (an IPv4-mapped address as IPv4)
+    port: int  # 0 for protocols without ports
+    protocol: str  # a rule's protocol name (tcp, udp, icmp, raw...)
+    uid: int
+    exe: str  # the executable's path, "" when it cannot be found
+    names: list[str]  # domain names of the policy that resolve to address now
+    allowed: int
+    would_block: int
+    blocked: int
+    first_usec: int
+    last_usec: int
+
+
+@dataclass(frozen=True)
+class Learned:
+    """What the policy of a unit has learned so far (see `bouhekictl suggest`)."""
+
+    unit: str
+    policy: str  # the policy that judges the unit, "" when none does
+    learning: bool  # that policy has learn = true
+    observations: list[Observation] = field(default_factory=list)
+    # Connections of learning policies (any of them) that the full learned
+    # map could not record since the programs were loaded.
+    missed: int = 0
+    capacity: int = 0  # entries the learned map holds, for all policies
+
+
+@dataclass(frozen=True)
 class Status:
     """The daemon's headline state; each field is a D-Bus property (see bus/names.py)."""
 
@@ -275,5 +307,14 @@ class Engine(Protocol):
         ...
 
     def status(self) -> Status: ...
+
+    def learned(self, unit: str) -> Learned:
+        """What the policy judging `unit` learned. Raises BadRequest for a
+        name that is not a unit's."""
+        ...
+
+    def forget_learned(self, unit: str) -> int:
+        """Drop what the policy judging `unit` learned; how many entries."""
+        ...
 
     def subscribe(self, listener: EngineListener) -> Unsubscribe: ...

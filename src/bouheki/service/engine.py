@@ -19,9 +19,11 @@ from .. import __version__
 from ..config import loader
 from ..config.errors import ConfigError
 from ..config.policyset import PolicySet
+from ..config.values import check_unit_name, is_unit_pattern
 from ..kernel.enforcer import Applied, Enforcer
 from ..kernel.events import EventReader, KernelEvent
 from ..kernel.generation import ApplyError
+from ..kernel.layout import MAX_LEARN
 from ..names.manager import NamesManager, limits_from
 from ..policy.assemble import CompiledPolicySet, compile_policy_set, policy_set_requirements
 from ..policy.env import requirements
@@ -33,6 +35,8 @@ from ..policy.tables import (
     PolicyTables,
     Reason,
     Verdict,
+    kernel_address,
+    protocol_name,
 )
 from ..units import cgroupfs
 from . import api, environment, policy_ids
@@ -534,6 +538,67 @@ class Engine:
             if parts and parts[-1] == unit and all(p.endswith(".slice") for p in parts[:-1]):
                 return list(parts)
         return None
+
+    # -- learning ---------------------------------------------------------------
+
+    def _learning_policy(self, unit: str) -> tuple[Running, PolicyTables] | None:
+        if problem := check_unit_name(unit):
+            raise api.BadRequest(problem)
+        if is_unit_pattern(unit):
+            raise api.BadRequest(f"'{unit}' is a pattern: name one unit")
+        run, pid = self.running, self._policy_for_unit(unit)
+        t = run.tables(pid) if run is not None and pid is not None else None
+        return (run, t) if run is not None and t is not None else None
+
+    def learned(self, unit: str) -> api.Learned:
+        found, enf = self._learning_policy(unit), self.enforcer
+        if found is None or enf is None:
+            return api.Learned(unit=unit, policy="", learning=False)
+        run, t = found
+        by_address = self._name_addresses(run, t.name)
+        # The programs stamp CLOCK_MONOTONIC; the API speaks CLOCK_REALTIME.
+        offset_us = time.time_ns() // 1000 - time.monotonic_ns() // 1000
+        observations = []
+        for k, v in enf.maps.learned():
+            if k.policy != t.policy_id:
+                continue
+            address = kernel_address(k.family, bytes(k.daddr))
+            observations.append(
+                api.Observation(
+                    address=address, port=k.dport, protocol=protocol_name(k.proto), uid=k.uid,
+                    exe=self.exe_paths.find(k.exe_dev, k.exe_ino) or "",
+                    names=sorted(by_address.get(address, ())),
+                    allowed=v.allowed, would_block=v.would_block, blocked=v.blocked,
+                    first_usec=offset_us + v.first_ns // 1000,
+                    last_usec=offset_us + v.last_ns // 1000,
+                )
+            )  # fmt: skip
+        observations.sort(key=lambda o: (o.protocol, o.port, o.address, o.exe, o.uid))
+        return api.Learned(
+            unit=unit,
+            policy=t.name,
+            learning=t.learning,
+            observations=observations,
+            missed=enf.counters.global_counts().learn_full,
+            capacity=MAX_LEARN,
+        )
+
+    def forget_learned(self, unit: str) -> int:
+        found, enf = self._learning_policy(unit), self.enforcer
+        if found is None or enf is None:
+            return 0
+        return enf.maps.forget_learned(found[1].policy_id)
+
+    def _name_addresses(self, run: Running, policy: str) -> dict[str, set[str]]:
+        """address -> the domain names of `policy` that resolve to it now."""
+        out: dict[str, set[str]] = {}
+        for p in run.policy_set.policies():
+            if p.name != policy:
+                continue
+            for state in self.names.states(requirements(p.spec).names):
+                for a in state.addresses:
+                    out.setdefault(a.address, set()).add(state.name)
+        return out
 
     def explain(self, query: api.ExplainQuery) -> api.Explanation:
         run = self.running

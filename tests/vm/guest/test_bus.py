@@ -54,6 +54,8 @@ def test_introspection_shows_the_interface(daemon: None) -> None:
         "GetStatistics",
         "Explain",
         "CheckConfig",
+        "Learned",
+        "ForgetLearned",
         "Reloaded",
         "Blocked",
         "PolicyGeneration",

@@ -77,7 +77,8 @@ USER_ALLOWED = {
     (names.PROPERTIES_INTERFACE, "Get"),
     (names.PROPERTIES_INTERFACE, "GetAll"),
     *((names.INTERFACE, m) for m in ("ListPolicies", "GetStatistics", "Explain", "CheckConfig")),
-    (names.INTERFACE, "Reload"),  # authorized by the daemon (polkit), not the bus
+    # Authorized by the daemon (root or polkit), not the bus.
+    *((names.INTERFACE, m) for m in ("Reload", "Learned", "ForgetLearned")),
 }
 MAX_DEPTH = 2  # container nesting per signature, and variants in variants
 
@@ -104,8 +105,12 @@ def ours(member: str, body: list, root: bool) -> Expect:
         return Expect("a{sv}", frozenset({names.ERROR_BAD_REQUEST}))  # the real engine judges
     if member == names.METHOD_CHECK_CONFIG and body[0] and not root:
         return error(names.ERROR_ACCESS_DENIED)
-    if member == names.METHOD_RELOAD and not root:
+    manage = (names.METHOD_RELOAD, names.METHOD_LEARNED, names.METHOD_FORGET_LEARNED)
+    if member in manage and not root:
         return error(names.ERROR_ACCESS_DENIED)  # polkit grants uid 1000 nothing here
+    if member in (names.METHOD_LEARNED, names.METHOD_FORGET_LEARNED):
+        # The real engine: a string that is not a unit's name is a bad request.
+        return Expect(METHOD_SIGNATURES[member][1], frozenset({names.ERROR_BAD_REQUEST}))
     return Expect(METHOD_SIGNATURES[member][1])
 
 
