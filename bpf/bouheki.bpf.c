@@ -2,7 +2,7 @@
  * against the policy of the caller's cgroup. Compiled and loaded by bcc
  * (src/bouheki/kernel/loader.py), which passes the map sizes as -D flags.
  *
- * The decision is a bitmap classifier (DESIGN.md section 3): each dimension
+ * The decision is a bitmap classifier (doc/DESIGN.md section 3): each dimension
  * of the connection is one lookup returning the mask of rules that accept
  * it; the lowest bit of the AND is the first matching rule. The cost is a
  * fixed handful of lookups whatever the number of rules or prefixes.

@@ -3,7 +3,7 @@
  *
  * Every key carries a generation: the daemon writes a whole new generation,
  * flips state.active_gen, then deletes the old one, so a hook sees either the
- * old or the new policy, never a mix (DESIGN.md section 3). */
+ * old or the new policy, never a mix (doc/DESIGN.md section 3). */
 #ifndef BOUHEKI_H
 #define BOUHEKI_H
 

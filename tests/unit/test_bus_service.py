@@ -16,8 +16,8 @@ from bouheki.bus import names
 from bouheki.bus.server import BusNameUnavailable, BusService, serve
 from bouheki.bus.throttle import SlidingWindowLimiter
 from bouheki.bus.wire import unwrap
+from bouheki.common.api import BadRequest, ConfigInvalid, EngineError
 from bouheki.dbuslib import Message, MessageBus, MessageType, Variant
-from bouheki.service.api import BadRequest, ConfigInvalid, EngineError
 
 
 @pytest.fixture(scope="module")

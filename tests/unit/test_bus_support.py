@@ -20,8 +20,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 import pytest
 
-from bouheki.config.values import check_unit_name
-from bouheki.service.api import (
+from bouheki.common.api import (
     BadRequest,
     BlockedEvent,
     CheckResult,
@@ -44,6 +43,7 @@ from bouheki.service.api import (
     UnitCounters,
     Unsubscribe,
 )
+from bouheki.common.units import check_unit_name
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"

@@ -19,8 +19,8 @@ from bouheki.bus.wire import (
     format_problems,
     unwrap,
 )
+from bouheki.common import api
 from bouheki.dbuslib import Variant
-from bouheki.service import api
 
 
 def test_every_contract_field_has_a_dbus_type() -> None:

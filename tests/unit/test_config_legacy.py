@@ -8,9 +8,9 @@ import socket
 from pathlib import Path
 
 from bouheki.config.legacy_yaml import CONTAINER_UNITS, load_legacy_yaml
-from bouheki.config.policyset import PolicySet
 from bouheki.policy.assemble import ScopeEntry, compile_policy_set, policy_set_requirements
 from bouheki.policy.env import Environment, Requirements
+from bouheki.policy.policyset import PolicySet
 from bouheki.policy.tables import (
     POLICY_FOREIGN_MNTNS_ONLY,
     POLICY_MONITOR,

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from bouheki.common.settings import DaemonSettings
 from bouheki.config.errors import ConfigError
 from bouheki.config.loader import check_config, load, load_policy_set
-from bouheki.config.policyset import HOST_POLICY_NAME, PolicySet
-from bouheki.config.settings import DaemonSettings
 from bouheki.policy.model import PolicySpec
+from bouheki.policy.policyset import HOST_POLICY_NAME, PolicySet
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from test_bus_support import PROBLEMS, PYTHON, SRC, PrivateBus, ServerThread, run_ctl
 
 from bouheki.bus import names
-from bouheki.service.api import ConfigInvalid, EngineError
+from bouheki.common.api import ConfigInvalid, EngineError
 
 
 @pytest.fixture(scope="module")

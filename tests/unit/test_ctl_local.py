@@ -12,12 +12,12 @@ from typing import Any, Optional
 import pytest
 from test_bus_support import PROBLEMS, PYTHON, SRC
 
+from bouheki.common.api import CheckResult, ConfigInvalid
 from bouheki.ctl import render
 from bouheki.ctl.check import LOADER_MODULE
 from bouheki.ctl.main import main
 from bouheki.ctl.parser import build_parser, parse_destination
 from bouheki.ctl.table import format_table
-from bouheki.service.api import CheckResult, ConfigInvalid
 
 
 def install_loader(monkeypatch: pytest.MonkeyPatch, check_config: Any) -> list[Optional[str]]:
@@ -172,7 +172,7 @@ def test_check_config_works_without_the_dbus_library() -> None:
     script = (
         "import sys, types\n"
         "sys.modules['dbus_next'] = sys.modules['dbus_fast'] = None\n"
-        "from bouheki.service.api import CheckResult\n"
+        "from bouheki.common.api import CheckResult\n"
         f"loader = types.ModuleType({LOADER_MODULE!r})\n"
         "loader.check_config = lambda path: CheckResult(ok=True, policies=3)\n"
         f"sys.modules[{LOADER_MODULE!r}] = loader\n"

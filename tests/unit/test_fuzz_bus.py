@@ -54,7 +54,8 @@ from test_bus_support import FakeEngine, PrivateBus, as_engine
 from bouheki.bus import dispatch, names
 from bouheki.bus.server import BusService, serve
 from bouheki.bus.wire import unwrap
-from bouheki.config.values import check_unit_name
+from bouheki.common.api import BadRequest, ExplainQuery
+from bouheki.common.units import check_unit_name
 from bouheki.dbuslib import (
     LIBRARY,
     Message,
@@ -64,7 +65,6 @@ from bouheki.dbuslib import (
     SignatureTree,
     Variant,
 )
-from bouheki.service.api import BadRequest, ExplainQuery
 
 CALL_TIMEOUT = 5.0  # seconds: "answered within a few seconds"
 PROPERTIES_INTERVAL = 0.1  # the Coalescer's interval for this module's service

@@ -38,16 +38,18 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
+from bouheki.common.settings import DaemonSettings
+from bouheki.common.units import check_unit_name
 from bouheki.config.errors import ConfigError, Problem
 from bouheki.config.legacy_yaml import CONTAINER_POLICY_NAME
 from bouheki.config.loader import load, load_policy_set
-from bouheki.config.policyset import HOST_POLICY_NAME, PolicySet
-from bouheki.config.settings import MAX_SETTING, DaemonSettings
+from bouheki.config.settings import MAX_SETTING
 from bouheki.config.toml_file import tomllib
-from bouheki.config.values import ADDRESS_SETS, MAX_COMM, MAX_ID, check_unit_name
+from bouheki.config.values import ADDRESS_SETS, MAX_COMM, MAX_ID
 from bouheki.policy.assemble import compile_policy_set, policy_set_requirements
 from bouheki.policy.env import Environment
 from bouheki.policy.model import AddressSet, DomainName
+from bouheki.policy.policyset import HOST_POLICY_NAME, PolicySet
 from bouheki.policy.tables import MAX_POLICIES, MAX_RULES, Origin
 
 ROOT = Path(__file__).resolve().parents[2]

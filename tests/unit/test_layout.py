@@ -47,6 +47,7 @@ def test_struct_matches_header(c_layout: dict[str, int], cname: str) -> None:
 def python_mirror() -> dict[str, int]:
     """Every constant of bouheki.h as the Python side holds it: enums by
     their prefix, the G_ counter slots from layout, the rest by name."""
+    from bouheki.common import units
     from bouheki.policy import tables
 
     ours: dict[str, int] = {
@@ -56,9 +57,10 @@ def python_mirror() -> dict[str, int]:
         **{f"BH_{k}": v for k, v in vars(layout).items() if k.startswith("G_")},
         **{f"BH_{k}": v for k, v in vars(tables).items() if k.startswith("POLICY_")},
     }
-    for name in ("MAX_RULES", "DEFAULT_RULE", "MAX_POLICIES", "COMM_LEN", "UNIT_NAME_LEN",
-                 "PATTERN_LEN"):  # fmt: skip
+    for name in ("MAX_RULES", "DEFAULT_RULE", "MAX_POLICIES", "COMM_LEN"):
         ours[f"BH_{name}"] = getattr(tables, name)
+    for name in ("UNIT_NAME_LEN", "PATTERN_LEN"):
+        ours[f"BH_{name}"] = getattr(units, name)
     for name in ("MAX_PATTERNS", "MAX_LEARN"):
         ours[f"BH_{name}"] = getattr(layout, name)
     return ours

@@ -13,12 +13,12 @@ from typing import Any
 
 from test_names_resolver import DnsStub
 
+from bouheki.common import api
 from bouheki.kernel.enforcer import Applied
 from bouheki.kernel.generation import ApplyError
 from bouheki.names.manager import NamesManager
 from bouheki.names.resolver import NameResolver
 from bouheki.policy.assemble import CompiledPolicySet
-from bouheki.service import api
 from bouheki.service.engine import Engine
 from bouheki.service.journal import Journal
 

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from bouheki.common.units import check_unit_name, unit_glob
 from bouheki.config.loader import load_policy_set
-from bouheki.config.policyset import HOST_POLICY_NAME
-from bouheki.config.values import check_unit_name, unit_glob
 from bouheki.policy.assemble import (
     ScopeEntry,
     assign_ids,
@@ -16,6 +15,7 @@ from bouheki.policy.assemble import (
     policy_set_requirements,
 )
 from bouheki.policy.env import Environment, Requirements
+from bouheki.policy.policyset import HOST_POLICY_NAME
 from bouheki.policy.tables import MAX_POLICIES, POLICY_LOG_ALLOWED
 
 

@@ -1,4 +1,4 @@
-"""DESIGN.md 2.1, step by step: TOML text -> lowering -> tables -> twin."""
+"""doc/DESIGN.md 2.1, step by step: TOML text -> lowering -> tables -> twin."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 1. twin(compile(lower(spec))) == reference(lower(spec)): the classifier
    compiler and the twin agree with trying the rules one by one.
-2. reference(lower(spec)) == the DESIGN.md 2.1 steps evaluated directly on
+2. reference(lower(spec)) == the doc/DESIGN.md 2.1 steps evaluated directly on
    the spec: the lowering means what the design says.
 A failure prints its seed; rerun with that seed to reproduce.
 """
@@ -14,10 +14,11 @@ import random
 from collections.abc import Sequence
 
 import pytest
+import randgen
+from reference import reference_decide
 
 from bouheki.config.loader import parse_policy_text
 from bouheki.config.toml_lines import scan_toml_lines
-from bouheki.policy import randgen
 from bouheki.policy.compiler import compile_policy
 from bouheki.policy.env import Environment
 from bouheki.policy.lower import lower
@@ -35,7 +36,6 @@ from bouheki.policy.model import (
     fold_mapped,
     unmap,
 )
-from bouheki.policy.reference import reference_decide
 from bouheki.policy.tables import Action, Connection, Proto
 from bouheki.policy.twin import decide, kernel_comm
 

@@ -24,12 +24,12 @@ on any other path is for an object that does not exist.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ..dbuslib import DBusError, Message, MessageBus, MessageFlag, MessageType, SignatureTree
 from . import names
+from .caller import ALLOW_INTERACTIVE_AUTHORIZATION, current_caller, current_interactive
 from .signatures import MethodSpec, method_specs
 
 if TYPE_CHECKING:
@@ -63,50 +63,6 @@ SIGNATURE_CACHE_LIMIT = 256
 
 MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
 
-# The unique bus name of the caller of the method being run, and whether
-# its call allows interactive authorization (the message flag).
-_caller: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
-    "bouheki_bus_caller", default=None
-)
-_interactive: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "bouheki_bus_interactive", default=False
-)
-ALLOW_INTERACTIVE_AUTHORIZATION = 0x4  # the D-Bus specification's message flag
-
-
-async def authorize(bus: MessageBus, action: str, why: str) -> None:
-    """Return if the current caller may do `action`: root, or polkit says
-    so (bus/polkit.py); else raise AccessDenied saying `why`."""
-    from . import polkit
-
-    uid = await caller_uid(bus)
-    if uid == 0:
-        return
-    sender = _caller.get()
-    if sender is None or not await polkit.check(bus, sender, action, _interactive.get()):
-        raise DBusError(names.ERROR_ACCESS_DENIED, f"{why} (polkit action {action})")
-
-
-async def caller_uid(bus: MessageBus) -> Optional[int]:
-    """The uid of the current method's caller, asked of the bus; None if unknown."""
-    sender = _caller.get()
-    if sender is None:
-        return None
-    reply = await bus.call(
-        Message(
-            destination=names.DBUS_NAME,
-            path=names.DBUS_PATH,
-            interface=names.DBUS_INTERFACE,
-            member="GetConnectionUnixUser",
-            signature="s",
-            body=[sender],
-        )
-    )
-    if reply is None or reply.message_type == MessageType.ERROR:
-        detail = reply.body[0] if reply is not None and reply.body else "no reply"
-        raise DBusError(names.ERROR_FAILED, f"cannot identify the caller: {detail}")
-    return int(reply.body[0])
-
 
 class Dispatcher:
     """The message handler that answers calls to `manager` on `bus`."""
@@ -139,8 +95,8 @@ class Dispatcher:
         spec = self._specs.get(msg.member)
         if spec is None or msg.signature != spec.in_signature:
             return None
-        token = _caller.set(msg.sender)
-        interactive = _interactive.set(bool(msg.flags & ALLOW_INTERACTIVE_AUTHORIZATION))
+        token = current_caller.set(msg.sender)
+        interactive = current_interactive.set(bool(msg.flags & ALLOW_INTERACTIVE_AUTHORIZATION))
         try:
             if spec.is_async:
                 # The task copies the current context, caller included.
@@ -153,8 +109,8 @@ class Dispatcher:
             except Exception as exc:
                 reply = _error_reply(msg, exc)
         finally:
-            _caller.reset(token)
-            _interactive.reset(interactive)
+            current_caller.reset(token)
+            current_interactive.reset(interactive)
         return self._finish(msg, reply)
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 """The org.bouheki.Bouheki1.Manager object: D-Bus in front of the engine, nothing more.
 
-Every method forwards to bouheki.service.api.Engine and converts the answer
+Every method forwards to bouheki.common.api.Engine and converts the answer
 (bouheki.bus.wire); every engine exception becomes a D-Bus error reply under
 org.bouheki.Bouheki1.Error. What the adapter adds is bus hygiene only: rate
 limits on what it broadcasts, and a caller check where the daemon's
@@ -17,8 +17,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..dbuslib import DBusError, MessageBus, ServiceInterface, Variant
-from ..service.api import (
+from ..common.api import (
     STATUS_FIELDS,
     BadRequest,
     BlockedEvent,
@@ -28,8 +27,9 @@ from ..service.api import (
     EngineError,
     Status,
 )
+from ..dbuslib import DBusError, MessageBus, ServiceInterface, Variant
 from . import names
-from .dispatch import authorize, caller_uid
+from .caller import authorize, caller_uid
 from .signatures import dbus_method, dbus_readonly_property, dbus_signal
 from .throttle import Coalescer, SlidingWindowLimiter
 from .wire import (

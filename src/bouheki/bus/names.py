@@ -43,7 +43,7 @@ METHOD_FORGET_LEARNED = "ForgetLearned"
 SIGNAL_RELOADED = "Reloaded"
 SIGNAL_BLOCKED = "Blocked"
 
-# D-Bus property name for each bouheki.service.api.Status field.
+# D-Bus property name for each bouheki.common.api.Status field.
 STATUS_PROPERTIES: dict[str, str] = {
     "version": "Version",
     "generation": "PolicyGeneration",

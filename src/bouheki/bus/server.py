@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
+from ..common.api import Engine, Unsubscribe
 from ..dbuslib import (
     LIBRARY,
     DBusError,
@@ -14,7 +15,6 @@ from ..dbuslib import (
     NameFlag,
     RequestNameReply,
 )
-from ..service.api import Engine, Unsubscribe
 from . import names
 from .dispatch import Dispatcher
 from .manager import DEFAULT_BLOCKED_RATE, DEFAULT_PROPERTIES_INTERVAL, Manager

@@ -1,4 +1,4 @@
-"""Conversion between the engine contract (bouheki.service.api) and D-Bus values.
+"""Conversion between the engine contract (bouheki.common.api) and D-Bus values.
 
 Records travel as `a{sv}` dictionaries whose keys are the dataclass field
 names: self-describing on the wire (busctl shows the keys), extensible without
@@ -12,8 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Union
 
-from ..dbuslib import Variant
-from ..service.api import (
+from ..common.api import (
     BadRequest,
     BlockedEvent,
     CheckResult,
@@ -32,6 +31,7 @@ from ..service.api import (
     Status,
     UnitCounters,
 )
+from ..dbuslib import Variant
 
 FieldType = Union[str, type]  # a D-Bus signature, or a record type for a list of records
 RECORD = "a{sv}"

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+
+from ..common.api import Problem
 
 
 def _escape(char: str) -> str:
@@ -27,19 +28,6 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else _escape(c) for c in text)
-
-
-class Problem(NamedTuple):
-    """A tuple so that other layers can take it apart as (file, line, message)."""
-
-    file: str
-    line: int  # 1-based; 0 when the problem is about the file as a whole
-    message: str
-
-    def __str__(self) -> str:
-        if self.line > 0:
-            return f"{self.file}:{self.line}: {self.message}"
-        return f"{self.file}: {self.message}"
 
 
 class ConfigError(Exception):

@@ -4,7 +4,7 @@
               command: {allow, deny}, uid: {allow, deny}, gid: {allow, deny}}
     log: {...}   files: {...}   mount: {...}   dns_proxy: {...}
 
-Its semantics are those of the simple form (DESIGN.md 2.1), with the
+Its semantics are those of the simple form (doc/DESIGN.md 2.1), with the
 original defaults: mode monitor, target host, cidr.allow 0.0.0.0/0 and ::/0.
 `target: container` becomes one policy for the container scopes and slices,
 flagged so that processes in the host's mount namespace are not judged by it.
@@ -21,7 +21,6 @@ import yaml
 from bouheki.config.document import Doc
 from bouheki.config.errors import Report
 from bouheki.config.policy_toml import parse_items
-from bouheki.config.policyset import HOST_POLICY_NAME, NamedPolicy, PolicySet
 from bouheki.config.toml_file import read_text
 from bouheki.config.toml_lines import LineMap, Path
 from bouheki.config.values import (
@@ -32,6 +31,7 @@ from bouheki.config.values import (
     type_name,
 )
 from bouheki.policy.model import AllowDeny, Dest, DomainName, Item, ListField, PolicySpec
+from bouheki.policy.policyset import HOST_POLICY_NAME, NamedPolicy, PolicySet
 from bouheki.policy.tables import POLICY_FOREIGN_MNTNS_ONLY, Origin
 
 CONTAINER_POLICY_NAME = "@container"

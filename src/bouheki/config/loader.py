@@ -1,4 +1,4 @@
-"""Finding and loading the whole configuration (DESIGN.md section 2).
+"""Finding and loading the whole configuration (doc/DESIGN.md section 2).
 
 The main file holds [daemon] settings and an optional [host] policy. Unit
 policies are units/<unit>.toml plus drop-ins units/<unit>.d/*.toml, found in
@@ -15,16 +15,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
+from bouheki.common.api import Problem
+from bouheki.common.settings import DaemonSettings
+from bouheki.common.units import check_unit_name
 from bouheki.config.document import Doc
-from bouheki.config.errors import ConfigError, Problem, Report
+from bouheki.config.errors import ConfigError, Report
 from bouheki.config.policy_toml import parse_policy
-from bouheki.config.policyset import HOST_POLICY_NAME, NamedPolicy, PolicySet
-from bouheki.config.settings import DaemonSettings, parse_settings
+from bouheki.config.settings import parse_settings
 from bouheki.config.toml_file import parse_toml, read_toml
-from bouheki.config.values import check_unit_name
 from bouheki.policy.env import Environment
 from bouheki.policy.lower import lower
 from bouheki.policy.model import PolicySpec
+from bouheki.policy.policyset import HOST_POLICY_NAME, NamedPolicy, PolicySet
 from bouheki.policy.tables import MAX_POLICIES, MAX_RULES
 
 PathLike = Union[str, "os.PathLike[str]"]

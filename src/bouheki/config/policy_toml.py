@@ -1,4 +1,4 @@
-"""The TOML policy schema (DESIGN.md section 2.1): a table -> PolicySpec.
+"""The TOML policy schema (doc/DESIGN.md section 2.1): a table -> PolicySpec.
 
 Used for unit policy files, their drop-ins, and the [host] table of the main
 file. Every problem is reported with its line; parsing goes on after an error

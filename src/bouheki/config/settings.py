@@ -5,31 +5,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from bouheki.common.settings import DaemonSettings
 from bouheki.config.document import Doc
 from bouheki.config.toml_lines import Path
 from bouheki.config.values import type_name
-
-
-@dataclass(frozen=True)
-class DaemonSettings:
-    # Emit events (journal) for allowed connections too, not only blocks.
-    log_allowed: bool = False
-    # At most this many events per unit per interval reach the journal; the
-    # rest are counted and reported as suppressed. 0: no limit.
-    event_rate_limit: int = 100
-    event_rate_interval: float = 10.0  # seconds
-    # Domain names: an answer's TTL is clamped to [dns_min_ttl, dns_max_ttl];
-    # an address that left the answers stays allowed/denied for dns_grace
-    # seconds more, for connections that resolved it just before.
-    dns_min_ttl: int = 30
-    dns_max_ttl: int = 3600
-    dns_grace: int = 300
-    # Bounds what one name can add to the kernel tables.
-    max_addresses_per_name: int = 64
-
 
 # Every setting is a count or a number of seconds; RFC 2181 caps a DNS TTL at
 # 2**31 - 1 seconds, and nothing here needs more. The bound also keeps

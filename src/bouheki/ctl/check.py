@@ -11,7 +11,7 @@ import importlib
 import os
 from typing import Any, Optional
 
-from ..service.api import CheckResult, ConfigInvalid, Problem
+from ..common.api import CheckResult, ConfigInvalid, Problem
 from . import render
 from .errors import EXIT_CONFIG_INVALID, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CtlError
 from .output import Output

@@ -45,7 +45,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def run_offline_explain(args: argparse.Namespace, out: Output) -> int:
-    from ..service.api import BadRequest, ExplainQuery
+    from ..common.api import BadRequest, ExplainQuery
     from . import render
     from .offline import explain_offline
 

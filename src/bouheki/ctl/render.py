@@ -1,6 +1,6 @@
 """Human-readable views of the plain data that --json prints as is.
 
-Each function takes the decoded reply (dicts keyed like bouheki.service.api's
+Each function takes the decoded reply (dicts keyed like bouheki.common.api's
 dataclass fields) and returns text; nothing here talks to the bus, so the
 views are tested without one.
 """

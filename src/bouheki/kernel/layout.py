@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import ctypes as ct
 
-from ..policy.tables import COMM_LEN, PATTERN_LEN, UNIT_NAME_LEN
+from ..common.units import PATTERN_LEN, UNIT_NAME_LEN
+from ..policy.tables import COMM_LEN
 
 
 class State(ct.Structure):

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
-from ..service.api import NameAddress, NameState
+from ..common.api import NameAddress, NameState
 
 log = logging.getLogger("bouheki.names")
 

@@ -22,8 +22,8 @@ import time
 from collections.abc import Awaitable, Iterable
 from typing import Callable, Optional
 
-from ..config.settings import DaemonSettings
-from ..service.api import NameState
+from ..common.api import NameState
+from ..common.settings import DaemonSettings
 from . import resolv_conf
 from .cache import IPNetwork, Limits, NameCache
 from .lan import AddressWatcher, connected_subnets

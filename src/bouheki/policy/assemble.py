@@ -10,13 +10,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Optional
 
-from bouheki.config.errors import Problem
-from bouheki.config.policyset import PolicySet
-from bouheki.config.values import unit_glob
+from bouheki.common.api import Problem
+from bouheki.common.units import unit_glob
 from bouheki.policy.compiler import compile_policy
 from bouheki.policy.env import Environment, Requirements, requirements, union
 from bouheki.policy.lower import lower
 from bouheki.policy.model import LoweredPolicy
+from bouheki.policy.policyset import PolicySet
 from bouheki.policy.tables import MAX_POLICIES, POLICY_LOG_ALLOWED, PolicyTables
 
 

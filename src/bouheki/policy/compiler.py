@@ -2,7 +2,7 @@
 
 Rule i is bit i. For every dimension, a table maps each value the rules
 mention to the mask of rules accepting it, and the dimension's default mask
-holds the rules accepting a value none of them mentions (DESIGN.md 3).
+holds the rules accepting a value none of them mentions (doc/DESIGN.md 3).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Lowering: a PolicySpec -> the ordered rules it means (DESIGN.md 2.1).
+"""Lowering: a PolicySpec -> the ordered rules it means (doc/DESIGN.md 2.1).
 
 Order, first match wins:
   the [[rule]] entries, as written;
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
-from bouheki.config.errors import Problem
+from bouheki.common.api import Problem
 from bouheki.policy.env import Environment
 from bouheki.policy.model import (
     IDENTITY_DIMENSIONS,

@@ -1,7 +1,7 @@
 """The policy model, in two layers.
 
 PolicySpec is what a policy file says, every value carrying the file and line
-it came from. LoweredPolicy is the ordered list of rules it means (DESIGN.md
+it came from. LoweredPolicy is the ordered list of rules it means (doc/DESIGN.md
 section 2.1), with names, address sets and executables already resolved: the
 compiler turns it into tables, and reference.py evaluates it rule by rule.
 """

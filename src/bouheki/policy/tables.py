@@ -5,7 +5,7 @@ Everything here mirrors bpf/bouheki.h. A policy is at most MAX_RULES ordered
 rules; every dimension of a connection (destination, protocol+port, comm,
 executable, uid, gid) maps to a u64 mask of the rules that accept that value.
 The AND of the masks, lowest set bit, is the first matching rule; no bit set
-means the policy's default action. See DESIGN.md section 3.
+means the policy's default action. See doc/DESIGN.md section 3.
 
 Both LPM dimensions store *folded* masks: the mask of a prefix already
 includes every rule that accepts it through a shorter prefix, so the longest
@@ -27,11 +27,6 @@ MAX_POLICIES = 1024
 # Rule index reported when no rule matched and the policy default decided.
 DEFAULT_RULE = MAX_RULES
 COMM_LEN = 16
-# A unit's cgroup name as cgroup_mkdir reads it: systemd's 255 bytes and a NUL.
-UNIT_NAME_LEN = 256
-# Unit patterns the kernel matches at cgroup creation: PREFIX*SUFFIX, each
-# side at most this long.
-PATTERN_LEN = 32
 
 # LPM key data starts with {u32 gen, u32 policy}: 64 bits always matched.
 LPM_SCOPE_BITS = 64

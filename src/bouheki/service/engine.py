@@ -1,7 +1,7 @@
 """The daemon's engine: loads and applies the configuration, turns kernel
 events into journal entries and bus signals, answers the management API.
 The D-Bus adapter (bouheki.bus) and bouhekictl only talk to this through
-service/api.py."""
+common/api.py."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..common import api
+from ..common.units import UNIT_SUFFIXES, check_unit_name, is_unit_pattern
 from ..config import loader
 from ..config.errors import ConfigError
-from ..config.policyset import PolicySet
-from ..config.values import check_unit_name, is_unit_pattern
 from ..kernel.enforcer import Applied, Enforcer
 from ..kernel.events import EventReader, KernelEvent
 from ..kernel.generation import ApplyError
@@ -27,6 +27,7 @@ from ..kernel.layout import MAX_LEARN
 from ..names.manager import NamesManager, limits_from
 from ..policy.assemble import CompiledPolicySet, compile_policy_set, policy_set_requirements
 from ..policy.env import requirements
+from ..policy.policyset import PolicySet
 from ..policy.tables import (
     DEFAULT_RULE,
     MAX_RULES,
@@ -39,7 +40,7 @@ from ..policy.tables import (
     protocol_name,
 )
 from ..units import cgroupfs
-from . import api, environment, policy_ids
+from . import environment, policy_ids
 from . import explain as explain_mod
 from .exe_paths import ExePaths
 from .explain import VERDICT_WORDS
@@ -201,7 +202,7 @@ class Engine:
         try:
             return loader.load(self.config, self.search_dirs)
         except ConfigError as e:
-            problems = [api.Problem(p.file, p.line, p.message) for p in e.problems]
+            problems = list(e.problems)
             self.journal.reload_failed([str(p) for p in problems])
             raise api.ConfigInvalid(problems) from e
 
@@ -359,7 +360,7 @@ class Engine:
         if not path:
             return ""
         for part in reversed(path.strip("/").split("/")):
-            if part.endswith((".service", ".scope", ".slice", ".socket", ".mount", ".swap")):
+            if part.endswith(UNIT_SUFFIXES):
                 return part
         return ""
 
@@ -609,7 +610,7 @@ class Engine:
         rep = loader.check_config(path or self.config, self.search_dirs)
         return api.CheckResult(
             ok=rep.ok,
-            problems=[api.Problem(p.file, p.line, p.message) for p in rep.problems],
+            problems=list(rep.problems),
             warnings=list(rep.warnings),
             policies=rep.policies,
         )

@@ -10,6 +10,7 @@ import ipaddress
 import socket
 from collections.abc import Sequence
 
+from ..common import api
 from ..policy import twin
 from ..policy.assemble import CompiledPolicySet
 from ..policy.tables import (
@@ -21,7 +22,7 @@ from ..policy.tables import (
     Verdict,
 )
 from ..units.scope import ScopePlan, bindings
-from . import api, environment
+from . import environment
 
 VERDICT_WORDS = {Verdict.ALLOWED: "allowed", Verdict.BLOCKED: "blocked",
                  Verdict.WOULD_BLOCK: "would-block"}  # fmt: skip

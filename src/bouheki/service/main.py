@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..common import api
 from ..config import loader
 from ..kernel.requirements import KernelUnsupported
-from . import api
 from .engine import Engine
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_KERNEL, EXIT_BUS = 0, 1, 2, 3, 4

@@ -13,6 +13,7 @@ SRC = Path(os.environ.get("BOUHEKI_SRC", Path(__file__).resolve().parents[3]))
 # The checkout's package, unless a test installed bouheki system-wide.
 sys.path.insert(0, str(SRC / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "support"))  # randgen
 
 import labkit  # noqa: E402
 

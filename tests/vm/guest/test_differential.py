@@ -13,9 +13,10 @@ import sys
 import attacker
 import labkit
 import pytest
+import randgen
 from workers import Worker
 
-from bouheki.policy import randgen, sockaddr, twin
+from bouheki.policy import sockaddr, twin
 from bouheki.policy.sockaddr import Sock
 from bouheki.policy.tables import Connection, Proto, Verdict
 

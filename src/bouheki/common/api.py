@@ -20,9 +20,9 @@ Conventions:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Optional, Protocol
+from typing import Callable, Literal, Optional, Protocol, Union
 
 Verdict = Literal["allowed", "blocked", "would-block", "ignored"]
 EventVerdict = Literal["blocked", "would-block"]
@@ -41,6 +41,10 @@ class Problem:
     file: str
     line: int  # 1-based; 0 when the problem concerns the whole file
     message: str
+
+    def __iter__(self) -> Iterator[Union[str, int]]:
+        """Taken apart as (file, line, message) where a tuple is expected."""
+        return iter((self.file, self.line, self.message))
 
     def __str__(self) -> str:
         # The compiler convention (file:line: message) that editors and

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bouheki.config.errors import Problem
-from bouheki.config.settings import DaemonSettings
+from bouheki.common.api import Problem
+from bouheki.common.settings import DaemonSettings
 from bouheki.policy.model import PolicySpec
 
 HOST_POLICY_NAME = "@host"  # '@' cannot start a unit name: no clash with units
