@@ -11,17 +11,16 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from ..common import api
-from ..common.units import UNIT_SUFFIXES, check_unit_name, is_unit_pattern
+from ..common.units import check_unit_name, is_unit_pattern
 from ..config import loader
 from ..config.errors import ConfigError
 from ..kernel.enforcer import Applied, Enforcer
-from ..kernel.events import EventReader, KernelEvent
+from ..kernel.events import EventReader
 from ..kernel.generation import ApplyError
 from ..kernel.layout import MAX_LEARN
 from ..names.manager import NamesManager, limits_from
@@ -29,13 +28,8 @@ from ..policy.assemble import CompiledPolicySet, compile_policy_set, policy_set_
 from ..policy.env import requirements
 from ..policy.policyset import PolicySet
 from ..policy.tables import (
-    DEFAULT_RULE,
     MAX_RULES,
-    REASON_WORDS,
-    Origin,
     PolicyTables,
-    Reason,
-    Verdict,
     kernel_address,
     protocol_name,
 )
@@ -43,47 +37,13 @@ from ..units import cgroupfs
 from . import environment, policy_ids
 from . import explain as explain_mod
 from .exe_paths import ExePaths
-from .explain import VERDICT_WORDS
-from .journal import ConnEvent, Journal
+from .journal import Journal
+from .pipeline import EventPipeline, origin_str
+from .running import Running
 
 # Warnings of one reload written to the journal; the rest are counted.
 WARNINGS_LOGGED = 20
-# Generations whose policies events can still be attributed to (a reload
-# writes one; events are read within seconds).
-KEPT_GENERATIONS = 8
-# Units whose blocks are counted one by one (statistics, metrics); past it,
-# under "": a process cannot grow the daemon by spawning units.
-MAX_UNIT_COUNTERS = 4096
 log = logging.getLogger("bouheki")
-
-
-def _usec_now() -> int:
-    return time.time_ns() // 1000
-
-
-def _foreign(ev: KernelEvent) -> str:
-    """What an event of a generation this daemon did not apply can say of its policy."""
-    return f"policy {ev.policy_id} of generation {ev.gen} (applied by an earlier daemon)"
-
-
-def _origin_str(o: Origin | None) -> str:
-    return f"{o.file}:{o.line}" if o is not None and o.file else ""
-
-
-@dataclass
-class Running:
-    """The configuration in force, as one unit: replaced whole on reload."""
-
-    policy_set: PolicySet
-    compiled: CompiledPolicySet
-    applied: Applied
-    loaded_at_usec: int
-
-    def tables(self, policy_id: int) -> PolicyTables | None:
-        for t in self.compiled.tables:
-            if t.policy_id == policy_id:
-                return t
-        return None
 
 
 class Engine:
@@ -104,31 +64,25 @@ class Engine:
         self._enforcer_factory = enforcer_factory
         self.enforcer: Enforcer | None = None
         self.running: Running | None = None
-        # The configurations of the last generations this daemon applied: an
-        # event names its policy by id within its generation, and events of
-        # a generation it did not write (a predecessor's, read from the pinned
-        # ring buffer after a restart) must not be pinned on our policies.
-        self._applied_gens: dict[int, Running] = {}
-        # A predecessor's generation whose ids we know (policy_ids.py): its
-        # buffered events name their policy rightly, and our first apply
-        # keeps each policy's id (and so its counters).
-        self._inherited: dict[int, dict[int, str]] = {}
+        # The ids of a predecessor's generation in force (policy_ids.py): our
+        # first apply keeps each policy's id (and so its counters).
         self._inherited_ids: dict[str, int] | None = None
         self._listeners: list[api.EngineListener] = []
         self._lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events: EventReader | None = None
-        self.events_read = 0
-        self.blocked = 0
-        self.would_block = 0
-        self._unit_counts: dict[str, list[int]] = {}  # unit -> [blocked, would_block]
         self.exe_paths = ExePaths()
+        # Kernel events -> counts, journal, Blocked (on the reader's thread).
+        self.events = EventPipeline(
+            self.journal,
+            self.exe_paths,
+            notify_counters=lambda: self._to_loop(self._counters_changed),
+            notify_blocked=lambda event: self._to_loop(self._notify_blocked, event),
+        )
         self.reloads = 0
         self.reloads_failed = 0
         self.last_reload_usec = 0
         self.last_reload_ok = True
-        self._cgroup_paths: dict[int, str] = {}
-        self._counters_pending = False
         # Domain names and @lan, kept current between reloads (issue 8).
         self.names = NamesManager()
 
@@ -157,7 +111,7 @@ class Engine:
                 "theirs were released, enforcement never lapsed",
                 ", ".join(replacing),
             )
-        self._events = EventReader(self.enforcer.programs, self._on_event_thread)
+        self._events = EventReader(self.enforcer.programs, self.events.on_event)
         self._events.start()
         self.names.start(self.refresh)
         return result
@@ -175,7 +129,7 @@ class Engine:
             log.info("the adopted generation %d is not the one whose policy ids were kept "
                      "(%d): counting by fresh ids", active, saved.generation)  # fmt: skip
             return
-        self._inherited[active] = saved.names()
+        self.events.inherit(active, saved.names())
         self._inherited_ids = saved.ids
 
     def stop(self, keep_pinned: bool = False) -> None:
@@ -209,7 +163,7 @@ class Engine:
     async def reload(self) -> api.ReloadResult:
         async with self._lock:
             t0 = time.monotonic()
-            self.last_reload_usec, self.last_reload_ok = _usec_now(), False
+            self.last_reload_usec, self.last_reload_ok = time.time_ns() // 1000, False
             try:
                 ps = await self._in_thread(self._load)
                 result = await self._apply(ps, t0)
@@ -245,15 +199,13 @@ class Engine:
         old_ids = set(previous.values()) if previous else set()
         if self.runtime_dir is not None:
             policy_ids.save(self.runtime_dir, applied.generation, compiled.ids)
-        self.running = Running(ps, compiled, applied, _usec_now())
+        self.running = Running(ps, compiled, applied, time.time_ns() // 1000)
         self.reloads += 1
-        self._applied_gens[applied.generation] = self.running
-        while len(self._applied_gens) > KEPT_GENERATIONS:
-            del self._applied_gens[next(iter(self._applied_gens))]
+        covered = {cid: path for cid, (path, _) in applied.covered.items()}
+        self.events.applied(applied.generation, self.running, covered)
         self.names.activate(req.names, req.sets)
         self.journal.rate.burst = ps.settings.event_rate_limit
         self.journal.rate.interval = ps.settings.event_rate_interval
-        self._cgroup_paths = {cid: path for cid, (path, _) in applied.covered.items()}
         # A policy id whose policy changed starts its rule counters afresh;
         # at start, every id but those of the adopted generation's policies
         # (their ids were kept: policy_ids.py).
@@ -296,35 +248,6 @@ class Engine:
 
     # -- events ---------------------------------------------------------------
 
-    def _on_event_thread(self, ev: KernelEvent) -> None:
-        """On the ring buffer's thread: count, rate-limit, log. Only admitted
-        events reach the loop, so a process flooding blocked connects costs
-        the loop a bounded amount of work (what the reader cannot keep up
-        with, the kernel counts as lost)."""
-        self.events_read += 1
-        unit = self.unit_of(ev.cgroup_id) or self._unit_of_policy(ev)
-        if ev.verdict in (Verdict.BLOCKED, Verdict.WOULD_BLOCK):
-            key = (
-                unit
-                if unit in self._unit_counts or len(self._unit_counts) < MAX_UNIT_COUNTERS
-                else ""
-            )
-            counts = self._unit_counts.setdefault(key, [0, 0])
-            if ev.verdict == Verdict.BLOCKED:
-                self.blocked += 1
-                counts[0] += 1
-            else:
-                self.would_block += 1
-                counts[1] += 1
-        if not self.journal.admit(unit):
-            if not self._counters_pending:
-                self._counters_pending = True
-                self._to_loop(self._counters_changed)
-            return
-        event = self._log_event(ev, unit)
-        if event is not None:
-            self._to_loop(self._notify_blocked, event)
-
     def _to_loop(self, fn: Any, *args: Any) -> None:
         """Run fn on the loop, from the reader's thread. A stop may close the
         loop while the reader still delivers an event: that event is logged,
@@ -336,7 +259,7 @@ class Engine:
             loop.call_soon_threadsafe(fn, *args)
 
     def _counters_changed(self) -> None:
-        self._counters_pending = False
+        self.events.counters_reported()
         for listener in list(self._listeners):
             listener.on_properties_changed(["blocked", "would_block"])
 
@@ -344,69 +267,6 @@ class Engine:
         for listener in list(self._listeners):
             listener.on_blocked(event)
         self._counters_changed()
-
-    def unit_of(self, cgroup_id: int) -> str:
-        """The unit whose cgroup (or an ancestor's) this is, '' for none."""
-        path = self._cgroup_paths.get(cgroup_id)
-        if path is None and len(self._cgroup_paths) > 65536:
-            self._cgroup_paths.clear()  # bounded: cgroups come and go
-        if path is None and self.enforcer is not None:
-            # One walk caches every cgroup, found or not: a flood from one
-            # cgroup costs one walk.
-            root = self.enforcer.cgroup_root
-            for p, cid in cgroupfs.walk(root):
-                self._cgroup_paths.setdefault(cid, "/" + str(p.relative_to(root)))
-            path = self._cgroup_paths.setdefault(cgroup_id, "")
-        if not path:
-            return ""
-        for part in reversed(path.strip("/").split("/")):
-            if part.endswith(UNIT_SUFFIXES):
-                return part
-        return ""
-
-    def _unit_of_policy(self, ev: KernelEvent) -> str:
-        """A process whose cgroup was gone before its event was read (a
-        short-lived transient unit): its unit is known still when the event's
-        policy is that of one unit by name (not a slice's or a pattern's)."""
-        run = self._applied_gens.get(ev.gen)
-        if run is None:
-            return ""
-        # The compiler's scopes say it: a glob for a pattern or a template.
-        scopes = [s for s in run.compiled.scopes if s.policy_id == ev.policy_id]
-        if len(scopes) != 1 or scopes[0].glob is not None or scopes[0].unit.endswith(".slice"):
-            return ""
-        return scopes[0].unit
-
-    def _log_event(self, ev: KernelEvent, unit: str) -> api.BlockedEvent | None:
-        run = self._applied_gens.get(ev.gen)
-        t = run.tables(ev.policy_id) if run else None
-        inherited = self._inherited.get(ev.gen, {}).get(ev.policy_id)
-        policy = t.name if t else inherited or _foreign(ev)
-        rule = ev.rule if ev.rule != DEFAULT_RULE else (t.rule_count if t else ev.rule)
-        # A refusal (ev.reason) was decided by no rule.
-        judged = ev.reason == Reason.POLICY
-        origin = t.origins[rule] if t and judged and rule < len(t.origins) else None
-        exe = self.exe_paths.of_process(ev.pid, ev.exe_dev, ev.exe_ino) or ""
-        verdict = VERDICT_WORDS[ev.verdict]
-        self.journal.connection(
-            ConnEvent(
-                verdict=verdict, unit=unit, policy=policy,
-                rule=ev.rule, origin=_origin_str(origin), daddr=ev.daddr, dport=ev.dport,
-                protocol=ev.protocol_name, comm=ev.comm, exe=exe, exe_dev=ev.exe_dev,
-                exe_ino=ev.exe_ino, pid=ev.pid, uid=ev.uid,
-                gid=ev.gid, cgroup_id=ev.cgroup_id, hook=ev.hook.name.lower(),
-                reason=REASON_WORDS[ev.reason],
-            ),
-            check_rate=False,
-        )  # fmt: skip
-        if ev.verdict == Verdict.ALLOWED:
-            return None
-        return api.BlockedEvent(
-            unit=unit, policy=t.name if t else inherited or "", verdict=verdict, daddr=ev.daddr,
-            dport=ev.dport, protocol=ev.protocol_name, comm=ev.comm, exe=exe, pid=ev.pid,
-            uid=ev.uid, gid=ev.gid, rule=ev.rule if ev.rule != DEFAULT_RULE else api.NO_RULE,
-            origin=_origin_str(origin), timestamp_usec=_usec_now(),
-        )  # fmt: skip
 
     # -- the management API -----------------------------------------------------
 
@@ -429,8 +289,8 @@ class Engine:
             generation=run.applied.generation if run else 0,
             loaded_at_usec=run.loaded_at_usec if run else 0,
             mode_summary=self.mode_summary(),
-            blocked=self.blocked,
-            would_block=self.would_block,
+            blocked=self.events.blocked,
+            would_block=self.events.would_block,
         )
 
     def status_line(self) -> str:
@@ -440,7 +300,7 @@ class Engine:
         units = len(run.applied.covered)
         return (
             f"{self.mode_summary()}; {units} cgroups covered; generation "
-            f"{run.applied.generation}; {self.blocked} blocked"
+            f"{run.applied.generation}; {self.events.blocked} blocked"
         )
 
     def list_policies(self) -> list[api.PolicySummary]:
@@ -483,7 +343,7 @@ class Engine:
             rules = [
                 api.RuleCounters(
                     index=i if i < t.rule_count else api.NO_RULE,
-                    origin=_origin_str(t.origins[i]),
+                    origin=origin_str(t.origins[i]),
                     hits=c.hits,
                     blocked=c.blocked,
                     would_block=c.would_block,
@@ -502,14 +362,11 @@ class Engine:
             allowed=hits - blocked - would,
             blocked=blocked,
             would_block=would,
-            events=self.events_read,
+            events=self.events.events_read,
             events_lost=g.events_lost,
             events_suppressed=self.journal.suppressed_total,
             policies=policies,
-            # A copy first: the event thread may add a unit meanwhile.
-            units=[
-                api.UnitCounters(u, b, w) for u, (b, w) in sorted(dict(self._unit_counts).items())
-            ],
+            units=self.events.unit_counts(),
             generation=run.applied.generation,
             reloads=self.reloads,
             reloads_failed=self.reloads_failed,
