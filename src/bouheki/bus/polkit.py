@@ -70,16 +70,20 @@ async def check(bus: MessageBus, sender: str, action: str, interactive: bool) ->
 async def _ask(bus: MessageBus, sender: str, action: str, interactive: bool) -> bool:
     subject = ["system-bus-name", {"name": Variant("s", sender)}]
     flags = ALLOW_USER_INTERACTION if interactive else 0
-    reply = await bus.call(
-        Message(
-            destination=POLKIT_NAME,
-            path=POLKIT_PATH,
-            interface=POLKIT_INTERFACE,
-            member="CheckAuthorization",
-            signature="(sa{sv})sa{ss}us",
-            body=[subject, action, {}, flags, ""],
-        )
+    question = Message(
+        destination=POLKIT_NAME,
+        path=POLKIT_PATH,
+        interface=POLKIT_INTERFACE,
+        member="CheckAuthorization",
+        signature="(sa{sv})sa{ss}us",
+        body=[subject, action, {}, flags, ""],
     )
+    try:
+        reply = await asyncio.wait_for(bus.call(question), TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise DBusError(
+            names.ERROR_ACCESS_DENIED, f"polkit did not answer within {TIMEOUT_S} s"
+        ) from None
     if reply is None or reply.message_type == MessageType.ERROR:
         why = reply.error_name if reply is not None else "no reply"
         raise DBusError(

@@ -30,8 +30,6 @@ L4Protocol = Literal["tcp", "udp"]
 Mode = Literal["block", "monitor"]
 
 NO_RULE = -1
-PROTOCOLS: tuple[str, ...] = ("tcp", "udp")
-VERDICTS: tuple[str, ...] = ("allowed", "blocked", "would-block", "ignored")
 
 
 @dataclass(frozen=True)

@@ -217,17 +217,6 @@ class PolicyTables:
     def gid_varies(self) -> int:
         return _varies(self.gid, self.gid_default)
 
-    def entry_counts(self) -> dict[str, int]:
-        return {
-            "dst4": len(self.dst4),
-            "dst6": len(self.dst6),
-            "ports": len(self.ports),
-            "comm": len(self.comm),
-            "exe": len(self.exe),
-            "uid": len(self.uid),
-            "gid": len(self.gid),
-        }
-
 
 @dataclass(frozen=True)
 class Connection:

@@ -51,16 +51,6 @@ def walk(top: Path) -> Iterator[tuple[Path, int]]:
         stack.extend(sorted(children, reverse=True))
 
 
-def current_cgroup(pid: int | str = "self") -> str:
-    """The unified-hierarchy cgroup of a process, as /proc shows it."""
-    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-        hid, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        if hid == "0" and controllers == "":
-            return path
-    raise LookupError(f"process {pid} has no cgroup v2 membership")
-
-
 def mount_ns_inode(pid: int | str = 1) -> int:
     """The mount namespace of a process; PID 1's is the host's."""
     return os.stat(f"/proc/{pid}/ns/mnt").st_ino
