@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Optional, Union
 
-from bouheki.common.api import Problem
+from bouheki.common.api import CheckResult
 from bouheki.common.settings import DaemonSettings
 from bouheki.common.units import check_unit_name
 from bouheki.config.document import Doc
@@ -248,24 +247,14 @@ def load(
     return load_policy_set(config, search_dirs)
 
 
-@dataclass(frozen=True)
-class CheckReport:
-    """What `bouhekictl check-config` shows when the daemon is not asked."""
-
-    ok: bool
-    problems: list[Problem] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    policies: int = 0
-
-
 def check_config(
     config: Optional[PathLike] = None, search_dirs: Sequence[PathLike] = DEFAULT_SEARCH_DIRS
-) -> CheckReport:
+) -> CheckResult:
     """Loads like the daemon would and reports instead of raising. Names,
     address sets and executables are not resolved: the daemon does that."""
     try:
         policy_set = load(config, search_dirs)
     except ConfigError as e:
-        return CheckReport(False, e.problems, [str(w) for w in e.warnings])
+        return CheckResult(False, list(e.problems), [str(w) for w in e.warnings])
     warnings = [str(w) for w in policy_set.warnings]
-    return CheckReport(True, [], warnings, len(policy_set.policies()))
+    return CheckResult(True, [], warnings, len(policy_set.policies()))

@@ -284,20 +284,15 @@ def build_parser() -> argparse.ArgumentParser:
         LEARN_EPILOG,
     )
     suggest.add_argument("unit", metavar="UNIT", help="the unit, e.g. nginx.service")
-    suggest.add_argument(
-        "--ipv4-prefix",
-        metavar="N",
-        type=_prefix(32),
-        default=32,
-        help="allow the /N network around each IPv4 address seen (default 32: the address)",
-    )
-    suggest.add_argument(
-        "--ipv6-prefix",
-        metavar="N",
-        type=_prefix(128),
-        default=128,
-        help="the same for IPv6 (default 128)",
-    )
+    for version, bits in ((4, 32), (6, 128)):
+        suggest.add_argument(
+            f"--ipv{version}-prefix",
+            metavar="N",
+            type=_prefix(bits),
+            default=bits,
+            help=f"allow the /N network around each IPv{version} address seen (default "
+            f"{bits}: the address itself)",
+        )
     suggest.add_argument(
         "--output", metavar="FILE", help="write the policy to FILE (replaced atomically)"
     )

@@ -464,13 +464,7 @@ class Engine:
         return explain_mod.explain(run.compiled if run else None, pid, query)
 
     def check_config(self, path: str | None) -> api.CheckResult:
-        rep = loader.check_config(path or self.config, self.search_dirs)
-        return api.CheckResult(
-            ok=rep.ok,
-            problems=list(rep.problems),
-            warnings=list(rep.warnings),
-            policies=rep.policies,
-        )
+        return loader.check_config(path or self.config, self.search_dirs)
 
 
 def _default_enforcer() -> Enforcer:
