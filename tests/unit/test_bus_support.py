@@ -22,9 +22,9 @@ import pytest
 
 from bouheki.common.api import (
     BadRequest,
-    BlockedEvent,
     CheckResult,
     ConfigInvalid,
+    ConnectionEvent,
     Engine,
     EngineListener,
     ExplainQuery,
@@ -210,7 +210,7 @@ class FakeEngine:
                 listener.on_blocked(event)
 
 
-def blocked_event(**overrides: Any) -> BlockedEvent:
+def blocked_event(**overrides: Any) -> ConnectionEvent:
     values: dict[str, Any] = {
         "unit": "nginx.service",
         "policy": "nginx.service",
@@ -228,7 +228,7 @@ def blocked_event(**overrides: Any) -> BlockedEvent:
         "timestamp_usec": 1_700_000_000_000_000,
     }
     values.update(overrides)
-    return BlockedEvent(**values)
+    return ConnectionEvent(**values)
 
 
 def as_engine(engine: FakeEngine) -> Engine:

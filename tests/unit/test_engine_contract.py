@@ -65,7 +65,7 @@ class Listener:
     def on_reloaded(self, generation: int) -> None:
         self.reloaded.append(generation)
 
-    def on_blocked(self, event: api.BlockedEvent) -> None:
+    def on_blocked(self, event: api.ConnectionEvent) -> None:
         pass
 
     def on_properties_changed(self, names: Sequence[str]) -> None:

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from bouheki.common.api import ConnectionEvent
 from bouheki.service.journal import (
     MSG_BLOCKED,
     MSG_SUPPRESSED,
-    ConnEvent,
     Journal,
     RateLimit,
 )
@@ -21,12 +21,12 @@ class Clock:
 
 def event(
     unit: str = "nginx.service", verdict: str = "blocked", exe: str = "/usr/bin/curl"
-) -> ConnEvent:
-    return ConnEvent(
+) -> ConnectionEvent:
+    return ConnectionEvent(
         verdict=verdict, unit=unit, policy=unit, rule=1, origin="/etc/bouheki/units/x.toml:4",
         daddr="10.0.1.71", dport=80, protocol="tcp", comm="curl", exe=exe,
         exe_dev=(254 << 20) | 1, exe_ino=1234, pid=42, uid=1000, gid=1000, cgroup_id=77,
-        hook="connect",
+        hook="connect", timestamp_usec=1_700_000_000_000_000,
     )  # fmt: skip
 
 

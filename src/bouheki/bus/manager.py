@@ -20,9 +20,9 @@ from typing import Any
 from ..common.api import (
     STATUS_FIELDS,
     BadRequest,
-    BlockedEvent,
     CheckResult,
     ConfigInvalid,
+    ConnectionEvent,
     Engine,
     EngineError,
     Status,
@@ -222,7 +222,7 @@ class Manager(ServiceInterface):
             log.exception("could not emit %s", names.SIGNAL_RELOADED)
         self._changes.add(_RELOAD_FIELDS)
 
-    def on_blocked(self, event: BlockedEvent) -> None:
+    def on_blocked(self, event: ConnectionEvent) -> None:
         if not self._bus.connected:
             return  # nobody to tell; logging each event would flood the journal
         if not self._limiter.allow():

@@ -14,8 +14,8 @@ from typing import Any, Union
 
 from ..common.api import (
     BadRequest,
-    BlockedEvent,
     CheckResult,
+    ConnectionEvent,
     ExplainQuery,
     Explanation,
     Learned,
@@ -118,7 +118,7 @@ SPECS: dict[type, dict[str, FieldType]] = {
         "blocked": "t",
         "would_block": "t",
     },
-    BlockedEvent: {
+    ConnectionEvent: {
         "unit": "s",
         "policy": "s",
         "verdict": "s",
@@ -133,6 +133,11 @@ SPECS: dict[type, dict[str, FieldType]] = {
         "rule": "i",
         "origin": "s",
         "timestamp_usec": "t",
+        "exe_dev": "u",
+        "exe_ino": "t",
+        "cgroup_id": "t",
+        "hook": "s",
+        "reason": "s",
     },
 }
 

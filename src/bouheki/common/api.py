@@ -247,23 +247,33 @@ STATUS_FIELDS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
-class BlockedEvent:
-    """A connection that was blocked (or would have been, in monitor mode)."""
+class ConnectionEvent:
+    """One judged connection, as the journal records it (doc/EVENTS.md) and,
+    when blocked or would-be-blocked, as the Blocked signal carries it (the
+    signal's keys are those of bus/wire.py's spec, a subset of these)."""
 
-    unit: str
+    unit: str  # "" when the process is in no unit (host policy)
     policy: str
-    verdict: str  # EventVerdict
+    verdict: str  # "blocked", "would-block"; "allowed" in the journal only (log_allowed)
     daddr: str
     dport: int
-    protocol: str  # L4Protocol
+    protocol: str  # a rule's protocol name
     comm: str
-    exe: str
+    exe: str  # "" when it cannot be known reliably (service/exe_paths.py)
     pid: int
     uid: int
     gid: int
-    rule: int
-    origin: str  # "file:line" of the deciding rule, "" if the policy default
+    rule: int  # NO_RULE when the policy default decided or the call was refused
+    origin: str  # "file:line" of the deciding rule, "" if none
     timestamp_usec: int
+    # The executable's identity as the kernel read it: always known.
+    exe_dev: int = 0
+    exe_ino: int = 0
+    cgroup_id: int = 0
+    hook: str = "connect"
+    # "policy" when the rules decided, else why the call was refused whatever
+    # they say (REASON_WORDS: address-form, routing-option, sctp-not-named...).
+    reason: str = "policy"
 
 
 class EngineListener(Protocol):
@@ -271,7 +281,7 @@ class EngineListener(Protocol):
 
     def on_reloaded(self, generation: int) -> None: ...
 
-    def on_blocked(self, event: BlockedEvent) -> None: ...
+    def on_blocked(self, event: ConnectionEvent) -> None: ...
 
     def on_properties_changed(self, names: Sequence[str]) -> None:
         """`names` are STATUS_FIELDS entries whose values changed."""

@@ -263,7 +263,7 @@ class Engine:
         for listener in list(self._listeners):
             listener.on_properties_changed(["blocked", "would_block"])
 
-    def _notify_blocked(self, event: api.BlockedEvent) -> None:
+    def _notify_blocked(self, event: api.ConnectionEvent) -> None:
         for listener in list(self._listeners):
             listener.on_blocked(event)
         self._counters_changed()

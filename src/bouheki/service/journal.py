@@ -10,6 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..common import api
+from ..policy.tables import DEFAULT_RULE
+
 # The version of the events' fields (doc/EVENTS.md), in every entry as
 # BOUHEKI_SCHEMA: a field renamed, removed or changed in meaning raises it.
 EVENT_SCHEMA = "1"
@@ -36,32 +39,6 @@ def _default_send() -> SendFn:
             print(message, fields, file=sys.stderr)
 
         return send
-
-
-@dataclass
-class ConnEvent:
-    """One judged connection, with names resolved, ready for the journal."""
-
-    verdict: str  # "blocked" | "would-block" | "allowed"
-    unit: str  # "" when the process is in no unit (host policy)
-    policy: str
-    rule: int
-    origin: str  # file:line
-    daddr: str
-    dport: int
-    protocol: str
-    comm: str
-    exe: str  # "" when it cannot be known reliably (service/exe_paths.py)
-    exe_dev: int  # the executable's identity as the kernel read it: always known
-    exe_ino: int
-    pid: int
-    uid: int
-    gid: int
-    cgroup_id: int
-    hook: str
-    # "policy" when the rules decided, else why the call was refused whatever
-    # they say (REASON_WORDS: address-form, routing-option, sctp-not-named...).
-    reason: str = "policy"
 
 
 @dataclass
@@ -128,7 +105,7 @@ class Journal:
             self.suppressed_total += 1
         return ok
 
-    def connection(self, ev: ConnEvent, check_rate: bool = True) -> bool:
+    def connection(self, ev: api.ConnectionEvent, check_rate: bool = True) -> bool:
         """Log one event, unless its unit is over its rate. Returns whether it was logged."""
         if check_rate and not self.admit(ev.unit):
             return False
@@ -154,7 +131,8 @@ class Journal:
             "BOUHEKI_UNIT": ev.unit,
             "BOUHEKI_CGROUP_ID": str(ev.cgroup_id),
             "BOUHEKI_POLICY": ev.policy,
-            "BOUHEKI_RULE": ev.origin or str(ev.rule),
+            # The rule's index where it has no line; the default's is 64.
+            "BOUHEKI_RULE": ev.origin or str(ev.rule if ev.rule != api.NO_RULE else DEFAULT_RULE),
             "BOUHEKI_HOOK": ev.hook,
             "BOUHEKI_REASON": ev.reason,
         }

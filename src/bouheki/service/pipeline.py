@@ -22,7 +22,7 @@ from ..policy.tables import DEFAULT_RULE, REASON_WORDS, Origin, Reason, Verdict
 from ..units import cgroupfs
 from .exe_paths import ExePaths
 from .explain import VERDICT_WORDS
-from .journal import ConnEvent, Journal
+from .journal import Journal
 from .running import Running
 
 # Generations whose policies events can still be attributed to (a reload
@@ -55,7 +55,7 @@ class EventPipeline:
         journal: Journal,
         exe_paths: ExePaths,
         notify_counters: Callable[[], None],
-        notify_blocked: Callable[[api.BlockedEvent], None],
+        notify_blocked: Callable[[api.ConnectionEvent], None],
     ) -> None:
         self.journal = journal
         self.exe_paths = exe_paths
@@ -156,7 +156,7 @@ class EventPipeline:
             return ""
         return scopes[0].unit
 
-    def _log_event(self, ev: KernelEvent, unit: str) -> api.BlockedEvent | None:
+    def _log_event(self, ev: KernelEvent, unit: str) -> api.ConnectionEvent | None:
         run = self._generations.get(ev.gen)
         t = run.tables(ev.policy_id) if run else None
         inherited = self._inherited.get(ev.gen, {}).get(ev.policy_id)
@@ -166,23 +166,13 @@ class EventPipeline:
         judged = ev.reason == Reason.POLICY
         origin = t.origins[rule] if t and judged and rule < len(t.origins) else None
         exe = self.exe_paths.of_process(ev.pid, ev.exe_dev, ev.exe_ino) or ""
-        verdict = VERDICT_WORDS[ev.verdict]
-        self.journal.connection(
-            ConnEvent(
-                verdict=verdict, unit=unit, policy=policy,
-                rule=ev.rule, origin=origin_str(origin), daddr=ev.daddr, dport=ev.dport,
-                protocol=ev.protocol_name, comm=ev.comm, exe=exe, exe_dev=ev.exe_dev,
-                exe_ino=ev.exe_ino, pid=ev.pid, uid=ev.uid,
-                gid=ev.gid, cgroup_id=ev.cgroup_id, hook=ev.hook.name.lower(),
-                reason=REASON_WORDS[ev.reason],
-            ),
-            check_rate=False,
-        )  # fmt: skip
-        if ev.verdict == Verdict.ALLOWED:
-            return None
-        return api.BlockedEvent(
-            unit=unit, policy=t.name if t else inherited or "", verdict=verdict, daddr=ev.daddr,
+        event = api.ConnectionEvent(
+            unit=unit, policy=policy, verdict=VERDICT_WORDS[ev.verdict], daddr=ev.daddr,
             dport=ev.dport, protocol=ev.protocol_name, comm=ev.comm, exe=exe, pid=ev.pid,
             uid=ev.uid, gid=ev.gid, rule=ev.rule if ev.rule != DEFAULT_RULE else api.NO_RULE,
-            origin=origin_str(origin), timestamp_usec=_usec_now(),
+            origin=origin_str(origin), timestamp_usec=_usec_now(), exe_dev=ev.exe_dev,
+            exe_ino=ev.exe_ino, cgroup_id=ev.cgroup_id, hook=ev.hook.name.lower(),
+            reason=REASON_WORDS[ev.reason],
         )  # fmt: skip
+        self.journal.connection(event, check_rate=False)
+        return None if ev.verdict == Verdict.ALLOWED else event
