@@ -320,9 +320,14 @@ def test_blocked_signals_are_rate_limited_and_count_what_they_drop(private_bus: 
         # A new window (simulated, rather than waited for): the next signal
         # carries the count of those dropped since the previous one.
         service.manager._limiter = SlidingWindowLimiter(3)
-        engine.fire_blocked(1, verdict="would-block", daddr="2001:db8::1")
+        engine.fire_blocked(
+            1, verdict="would-block", daddr="2001:db8::1", hook="sendmsg", reason="routing-option"
+        )
         event = unwrap((await peer.next_signal("Blocked")).body[0])
         assert event["suppressed"] == 7 and event["verdict"] == "would-block"
+        # The journal's fields of the event travel too (doc/EVENTS.md).
+        assert (event["hook"], event["reason"]) == ("sendmsg", "routing-option")
+        assert {"exe_dev", "exe_ino", "cgroup_id"} <= set(event)
         with pytest.raises(asyncio.TimeoutError):
             await peer.next_signal("Blocked", timeout=0.1)
 
