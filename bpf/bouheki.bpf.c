@@ -152,27 +152,37 @@ static __always_inline void bh_read_ids(struct bh_who *who)
 	who->gid = BH_LOAD(u32, cred, BH_OFF_CRED_GID);
 }
 
+/* The bytes of w before its first NUL, the rest zeroed; *ended tells
+ * whether w had a NUL. Branch-free but for one test: a byte loop would
+ * give the verifier a path per byte (E2BIG). The lowest high bit of
+ * (w - 0x01..01) & ~w & 0x80..80 marks the first zero byte exactly (the
+ * borrow can only mark bytes above it). */
+static __always_inline u64 bh_before_nul(u64 w, u8 *ended)
+{
+	u64 t = (w - 0x0101010101010101ULL) & ~w & 0x8080808080808080ULL;
+
+	if (!t)
+		return w;
+	*ended = 1;
+	return w & (((t & -t) >> 7) - 1);
+}
+
 /* task->comm as bpf_get_current_comm copies it: up to its NUL, then zeros
- * (a key of the comms map is the name padded with NULs). */
+ * (a key of the comms map is the name padded with NULs). The kernel pads
+ * comm itself (__set_task_comm: strscpy_pad); this does not rely on it. */
 static __always_inline void bh_read_comm(struct bh_who *who)
 {
 	struct task_struct *task;
 	u64 w[2];
-	u8 *c = (u8 *)w;
 	u8 ended = 0;
 
 	if (who->have_comm)
 		return;
 	who->have_comm = 1;
 	task = bpf_get_current_task_btf();
-	w[0] = BH_LOAD(u64, task, BH_OFF_TASK_COMM);
-	w[1] = BH_LOAD(u64, task, BH_OFF_TASK_COMM + 8);
-#pragma unroll
-	for (int i = 0; i < BH_COMM_LEN; i++) {
-		ended |= c[i] == 0;
-		if (ended || i == BH_COMM_LEN - 1)
-			c[i] = 0;
-	}
+	w[0] = bh_before_nul(BH_LOAD(u64, task, BH_OFF_TASK_COMM), &ended);
+	w[1] = ended ? 0 : bh_before_nul(BH_LOAD(u64, task, BH_OFF_TASK_COMM + 8), &ended);
+	w[1] &= 0x00ffffffffffffffULL; /* the 16th byte is always the NUL */
 	__builtin_memcpy(who->comm, w, BH_COMM_LEN);
 }
 
