@@ -128,7 +128,8 @@ def render_toml(learned: Data, rules: Sequence[SuggestedRule]) -> str:
     lines = [
         _comment(f"bouhekictl suggest {unit}: what policy {learned.get('policy', '')} learned,"),
         _comment(
-            f"{len(rules)} rules from {total} connections seen between "
+            f"{len(rules)} {'rule' if len(rules) == 1 else 'rules'} from {total} "
+            f"{'connection' if total == 1 else 'connections'} seen between "
             f"{_when(min(firsts, default=0))} and {_when(max(lasts, default=0))}."
         ),
         _comment(f"Review it, install it as /etc/bouheki/units/{unit}.toml and run"),
