@@ -1,7 +1,13 @@
-"""The daemon's engine: loads and applies the configuration, turns kernel
-events into journal entries and bus signals, answers the management API.
-The D-Bus adapter (bouheki.bus) and bouhekictl only talk to this through
-common/api.py."""
+"""The daemon's engine: loads and applies the configuration, answers the
+management API, and owns the event pipeline (service/pipeline.py) that turns
+kernel events into journal entries and bus signals. The D-Bus adapter
+(bouheki.bus) and bouhekictl only talk to this through common/api.py.
+
+It is longer than the other modules (some 450 lines) because it is the one
+object that holds the running configuration under the reload lock: every
+API call reads it there. What does not need that state lives beside it:
+the events (pipeline.py), explain (explain.py), the learned map
+(learning.py), the policy ids a successor keeps (policy_ids.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +28,6 @@ from ..config.errors import ConfigError
 from ..kernel.enforcer import Applied, Enforcer
 from ..kernel.events import EventReader
 from ..kernel.generation import ApplyError
-from ..kernel.layout import MAX_LEARN
 from ..names.manager import NamesManager, limits_from
 from ..policy.assemble import CompiledPolicySet, compile_policy_set, policy_set_requirements
 from ..policy.env import requirements
@@ -30,11 +35,9 @@ from ..policy.policyset import PolicySet
 from ..policy.tables import (
     MAX_RULES,
     PolicyTables,
-    kernel_address,
-    protocol_name,
 )
 from ..units import cgroupfs
-from . import environment, policy_ids
+from . import environment, learning, policy_ids
 from . import explain as explain_mod
 from .exe_paths import ExePaths
 from .journal import Journal
@@ -413,50 +416,14 @@ class Engine:
         if found is None or enf is None:
             return api.Learned(unit=unit, policy="", learning=False)
         run, t = found
-        by_address = self._name_addresses(run, t.name)
-        # The programs stamp CLOCK_MONOTONIC; the API speaks CLOCK_REALTIME.
-        offset_us = time.time_ns() // 1000 - time.monotonic_ns() // 1000
-        observations = []
-        for k, v in enf.maps.learned():
-            if k.policy != t.policy_id:
-                continue
-            address = kernel_address(k.family, bytes(k.daddr))
-            observations.append(
-                api.Observation(
-                    address=address, port=k.dport, protocol=protocol_name(k.proto), uid=k.uid,
-                    exe=self.exe_paths.find(k.exe_dev, k.exe_ino) or "",
-                    names=sorted(by_address.get(address, ())),
-                    allowed=v.allowed, would_block=v.would_block, blocked=v.blocked,
-                    first_usec=offset_us + v.first_ns // 1000,
-                    last_usec=offset_us + v.last_ns // 1000,
-                )
-            )  # fmt: skip
-        observations.sort(key=lambda o: (o.protocol, o.port, o.address, o.exe, o.uid))
-        return api.Learned(
-            unit=unit,
-            policy=t.name,
-            learning=t.learning,
-            observations=observations,
-            missed=enf.counters.global_counts().learn_full,
-            capacity=MAX_LEARN,
-        )
+        names = learning.name_addresses(run.policy_set, t.name, self.names)
+        return learning.learned(unit, t, enf, names, self.exe_paths)
 
     def forget_learned(self, unit: str) -> int:
         found, enf = self._learning_policy(unit), self.enforcer
         if found is None or enf is None:
             return 0
         return enf.maps.forget_learned(found[1].policy_id)
-
-    def _name_addresses(self, run: Running, policy: str) -> dict[str, set[str]]:
-        """address -> the domain names of `policy` that resolve to it now."""
-        out: dict[str, set[str]] = {}
-        for p in run.policy_set.policies():
-            if p.name != policy:
-                continue
-            for state in self.names.states(requirements(p.spec).names):
-                for a in state.addresses:
-                    out.setdefault(a.address, set()).add(state.name)
-        return out
 
     def explain(self, query: api.ExplainQuery) -> api.Explanation:
         run = self.running
