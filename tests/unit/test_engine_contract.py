@@ -35,8 +35,16 @@ class StandInCounters:
 
 
 class StandInMaps:
+    """One learned entry, for whichever policy is asked about."""
+
+    policy = -1
+
     def learned(self) -> list[Any]:
-        return []
+        from bouheki.kernel.layout import LearnKey, LearnVal
+
+        key = LearnKey(policy=self.policy, uid=33, dport=443, family=2, proto=6)
+        key.daddr[:4] = bytes([10, 0, 1, 1])
+        return [(key, LearnVal(allowed=2, first_ns=1, last_ns=2))]
 
     def forget_learned(self, policy: int) -> int:
         return 0
@@ -170,7 +178,13 @@ def test_learning_refuses_what_is_not_a_unit(engine: api.Engine) -> None:
             engine.learned(name)
         with pytest.raises(api.BadRequest):
             engine.forget_learned(name)
+    if isinstance(engine, Engine):  # the stand-in's entry is the unit's policy's
+        assert engine.running is not None and engine.enforcer is not None
+        maps: Any = engine.enforcer.maps
+        maps.policy = engine.running.compiled.ids["nginx.service"]
     learned = engine.learned("nginx.service")
     assert learned.unit == "nginx.service" and learned.policy == "nginx.service"
+    (seen,) = learned.observations
+    assert (seen.address, seen.protocol) == ("10.0.1.1", "tcp") and seen.allowed > 0
     _fields_are_plain(learned)
     assert engine.forget_learned("nginx.service") >= 0
