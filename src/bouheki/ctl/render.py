@@ -11,6 +11,7 @@ import json
 import time
 from typing import Any
 
+from ..policy.tables import has_ports
 from .table import format_table
 
 Data = dict[str, Any]
@@ -201,9 +202,6 @@ def reloaded_event(generation: int, when_usec: int) -> str:
     return f"{format_usec(when_usec)} reloaded: generation {generation}"
 
 
-_PORTED = ("tcp", "udp", "udplite", "sctp", "dccp")  # the protocols with ports
-
-
 def learned(data: Data) -> str:
     head = f"{data['unit']}: policy {data['policy'] or '(none)'}" + (
         ", learning" if data["learning"] else ", not learning"
@@ -211,7 +209,7 @@ def learned(data: Data) -> str:
     rows = [
         [
             format_destination(
-                o["address"], o["port"] if o["protocol"] in _PORTED else None, o["protocol"]
+                o["address"], o["port"] if has_ports(o["protocol"]) else None, o["protocol"]
             ),
             ", ".join(o["names"]) or "-",
             o["exe"] or "?",

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..policy.tables import MAX_RULES, PORT_PROTOCOLS, PROTOCOL_NAMES
+from ..policy.tables import MAX_RULES, PROTOCOL_NAMES, has_ports
 
 Data = Mapping[str, Any]
 
@@ -53,11 +53,6 @@ def _destination_order(d: str) -> tuple[int, Any]:
     return (0 if net.version == 4 else 1, (int(net.network_address), net.prefixlen))
 
 
-def _has_ports(protocol: str) -> bool:
-    proto = PROTOCOL_NAMES.get(protocol)
-    return proto is not None and int(proto) in PORT_PROTOCOLS
-
-
 def widen(address: str, v4: int, v6: int) -> str:
     """The address, or the network of that prefix length around it."""
     addr = ipaddress.ip_address(address)
@@ -77,7 +72,7 @@ def rules_from(learned: Data, v4: int = 32, v6: int = 128) -> list[SuggestedRule
         protocol = str(o["protocol"])
         if protocol not in PROTOCOL_NAMES:
             continue  # a protocol no rule can name; listed with the skipped ones
-        port = int(o["port"]) if _has_ports(protocol) else None
+        port = int(o["port"]) if has_ports(protocol) else None
         key = (protocol, port, str(o["exe"]), int(o["uid"]))
         rule = rules.setdefault(key, SuggestedRule(*key))
         names = list(o.get("names", []))

@@ -55,6 +55,12 @@ PORT_PROTOCOLS = frozenset({Proto.TCP, Proto.UDP, Proto.UDPLITE, Proto.SCTP, Pro
 PROTOCOL_NAMES: dict[str, Proto] = {p.name.lower(): p for p in Proto}
 
 
+def has_ports(protocol: str) -> bool:
+    """Whether the protocol of that name carries a port (PORT_PROTOCOLS)."""
+    proto = PROTOCOL_NAMES.get(protocol)
+    return proto is not None and proto in PORT_PROTOCOLS
+
+
 def kernel_address(family: int, daddr: bytes) -> str:
     """A destination as bh_conn holds it (an event's, a learned entry's):
     IPv4 in the first 4 bytes."""

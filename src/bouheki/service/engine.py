@@ -166,7 +166,7 @@ class Engine:
     async def reload(self) -> api.ReloadResult:
         async with self._lock:
             t0 = time.monotonic()
-            self.last_reload_usec, self.last_reload_ok = time.time_ns() // 1000, False
+            self.last_reload_usec, self.last_reload_ok = environment.usec_now(), False
             try:
                 ps = await self._in_thread(self._load)
                 result = await self._apply(ps, t0)
@@ -202,7 +202,7 @@ class Engine:
         old_ids = set(previous.values()) if previous else set()
         if self.runtime_dir is not None:
             policy_ids.save(self.runtime_dir, applied.generation, compiled.ids)
-        self.running = Running(ps, compiled, applied, time.time_ns() // 1000)
+        self.running = Running(ps, compiled, applied, environment.usec_now())
         self.reloads += 1
         covered = {cid: path for cid, (path, _) in applied.covered.items()}
         self.events.applied(applied.generation, self.running, covered)

@@ -4,10 +4,16 @@ domain names, address sets) into the compiler's immutable Environment."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 
 from ..names.manager import NamesManager
 from ..policy.env import Environment, Requirements
+
+
+def usec_now() -> int:
+    """CLOCK_REALTIME in microseconds, the API's time (common/api.py)."""
+    return time.time_ns() // 1000
 
 
 def kernel_dev(st_dev: int) -> int:

@@ -40,18 +40,20 @@ class ExePaths:
 
     def of_process(self, pid: int, dev: int, ino: int) -> str | None:
         """The path of executable (dev, ino) that process pid ran, or None."""
-        if ino:
-            try:
-                path = os.readlink(f"/proc/{pid}/exe")
-                st = os.stat(f"/proc/{pid}/exe")
-            except OSError:
-                pass
-            else:
-                same = (kernel_dev(st.st_dev), st.st_ino) == (dev, ino)
-                if same and not path.endswith(DELETED):
-                    self.learn(dev, ino, path)
-                    return path
+        if ino and (path := self._from_proc(f"/proc/{pid}/exe", dev, ino)):
+            return path
         return self._paths.get((dev, ino))
+
+    def _from_proc(self, link: str, dev: int, ino: int) -> str | None:
+        """The path a /proc/PID/exe link gives, while it still names (dev, ino)."""
+        try:
+            path = os.readlink(link)
+        except OSError:
+            return None
+        if path.endswith(DELETED) or not self._same(link, dev, ino):
+            return None
+        self.learn(dev, ino, path)
+        return path
 
     def find(self, dev: int, ino: int) -> str | None:
         """The path of executable (dev, ino) with no process to ask (what a
@@ -63,11 +65,8 @@ class ExePaths:
         if (dev, ino) in self._paths:
             return self._paths[(dev, ino)]
         for link in _proc_exes():
-            if self._same(link, dev, ino):
-                path = os.readlink(link)
-                if not path.endswith(DELETED):
-                    self.learn(dev, ino, path)
-                    return path
+            if path := self._from_proc(link, dev, ino):
+                return path
         for d in SEARCH_DIRS:
             for path in _files(Path(d), 2 if d == "/opt" else 1):
                 if self._same(path, dev, ino):

@@ -14,6 +14,7 @@ from ..names.manager import NamesManager
 from ..policy.env import requirements
 from ..policy.policyset import PolicySet
 from ..policy.tables import PolicyTables, kernel_address, protocol_name
+from .environment import usec_now
 from .exe_paths import ExePaths
 
 
@@ -24,7 +25,8 @@ def learned(
     names: dict[str, set[str]],
     exe_paths: ExePaths,
 ) -> api.Learned:
-    offset_us = time.time_ns() // 1000 - time.monotonic_ns() // 1000
+    # The programs stamp CLOCK_MONOTONIC; the API speaks CLOCK_REALTIME.
+    offset_us = usec_now() - time.monotonic_ns() // 1000
     observations = []
     for k, v in enforcer.maps.learned():
         if k.policy != t.policy_id:

@@ -11,7 +11,6 @@ policy."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from ..common.units import UNIT_SUFFIXES
 from ..kernel.events import KernelEvent
 from ..policy.tables import DEFAULT_RULE, REASON_WORDS, Origin, Reason, Verdict
 from ..units import cgroupfs
+from .environment import usec_now
 from .exe_paths import ExePaths
 from .explain import VERDICT_WORDS
 from .journal import Journal
@@ -31,10 +31,6 @@ KEPT_GENERATIONS = 8
 # Units whose blocks are counted one by one (statistics, metrics); past it,
 # under "": a process cannot grow the daemon by spawning units.
 MAX_UNIT_COUNTERS = 4096
-
-
-def _usec_now() -> int:
-    return time.time_ns() // 1000
 
 
 def _foreign(ev: KernelEvent) -> str:
@@ -170,7 +166,7 @@ class EventPipeline:
             unit=unit, policy=policy, verdict=VERDICT_WORDS[ev.verdict], daddr=ev.daddr,
             dport=ev.dport, protocol=ev.protocol_name, comm=ev.comm, exe=exe, pid=ev.pid,
             uid=ev.uid, gid=ev.gid, rule=ev.rule if ev.rule != DEFAULT_RULE else api.NO_RULE,
-            origin=origin_str(origin), timestamp_usec=_usec_now(), exe_dev=ev.exe_dev,
+            origin=origin_str(origin), timestamp_usec=usec_now(), exe_dev=ev.exe_dev,
             exe_ino=ev.exe_ino, cgroup_id=ev.cgroup_id, hook=ev.hook.name.lower(),
             reason=REASON_WORDS[ev.reason],
         )  # fmt: skip

@@ -7,7 +7,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import http.server
+import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -210,6 +212,18 @@ def as_user(uid: int = 1000) -> list[str]:
 
 def set_comm(name: str) -> None:
     libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+
+
+def daemon_rss_kib() -> int:
+    """The running bouheki's resident memory."""
+    pid = sh("systemctl", "show", "-P", "MainPID", "bouheki").stdout.strip()
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+
+
+def stats() -> dict[str, Any]:
+    """`bouhekictl --json stats`: the daemon's counters."""
+    return json.loads(sh("bouhekictl", "--json", "stats").stdout)  # type: ignore[no-any-return]
 
 
 def wait_for(pred: Any, timeout: float = 5.0) -> bool:

@@ -7,7 +7,6 @@ count."""
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,16 +61,6 @@ def reload() -> None:
 def learned(timeout: float = 60) -> dict:
     r = sh("bouhekictl", "--json", "--timeout", str(timeout), "learned", UNIT, timeout=timeout + 30)
     return json.loads(r.stdout)
-
-
-def stats() -> dict:
-    return json.loads(sh("bouhekictl", "--json", "stats").stdout)
-
-
-def daemon_rss_kib() -> int:
-    pid = sh("systemctl", "show", "-P", "MainPID", "bouheki").stdout.strip()
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
 
 
 @pytest.fixture
@@ -164,7 +153,7 @@ print(json.dumps({{"same": same, "distinct": {DISTINCT}}}))
 
 
 def test_a_flood_is_counted_exactly_in_bounded_memory(learning: None) -> None:
-    rss0, s0 = daemon_rss_kib(), stats()
+    rss0, s0 = labkit.daemon_rss_kib(), labkit.stats()
     missed0 = learned()["missed"]
     t0 = time.monotonic()
     flood = json.loads(in_unit("python3", "-c", FLOOD, timeout=600).strip().splitlines()[-1])
@@ -183,9 +172,9 @@ def test_a_flood_is_counted_exactly_in_bounded_memory(learning: None) -> None:
     assert len(distinct) + missed == flood["distinct"], (len(distinct), missed, flood)
     assert len(obs) <= CAPACITY and missed > 0
     # Nothing was blocked, so the flood wrote no events (monitor mode, allowed).
-    s1 = stats()
+    s1 = labkit.stats()
     assert s1["events"] - s0["events"] == 0 and s1["events_lost"] == s0["events_lost"]
-    grown = daemon_rss_kib() - rss0
+    grown = labkit.daemon_rss_kib() - rss0
     labkit.figure(
         f"learning flood: {flood['same']} connects to one destination in {FLOOD_SECONDS:g} s, "
         f"all counted; {flood['distinct']} distinct destinations: {len(distinct)} recorded, "

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import time
-from pathlib import Path
 
 import labkit
 from labkit import UNITS, sh
@@ -150,16 +149,6 @@ print(json.dumps({{"attempts": sum(g[0] for g in got), "through": sum(g[1] for g
 """
 
 
-def daemon_rss_kib() -> int:
-    pid = sh("systemctl", "show", "-P", "MainPID", "bouheki").stdout.strip()
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
-
-
-def stats() -> dict:
-    return json.loads(sh("bouhekictl", "--json", "stats").stdout)
-
-
 def journal_count(since: str, *match: str) -> list[dict]:
     sh("journalctl", "--sync")
     out = sh("journalctl", "-o", "json", "--no-pager", "--since", since, *match).stdout
@@ -170,8 +159,8 @@ def test_a_flood_of_blocked_connects_is_bounded_and_accounted(daemon: None) -> N
     (UNITS / f"{FLOOD_UNIT}.toml").write_text('[network]\ndeny = ["10.0.1.71"]\n')
     try:
         assert reload()[0] == 0
-        rss0 = daemon_rss_kib()
-        s0 = stats()
+        rss0 = labkit.daemon_rss_kib()
+        s0 = labkit.stats()
         mark = time.strftime("%Y-%m-%d %H:%M:%S")
         time.sleep(1)  # --since has a resolution of one second
         r = sh("systemd-run", "--quiet", "--wait", "--pipe", "--collect", f"--unit={FLOOD_UNIT}",
@@ -183,11 +172,11 @@ def test_a_flood_of_blocked_connects_is_bounded_and_accounted(daemon: None) -> N
 
         # Every attempt is either read by the daemon or counted lost by the kernel.
         def accounted() -> bool:
-            s = stats()
+            s = labkit.stats()
             return (s["events"] - s0["events"]) + (s["events_lost"] - s0["events_lost"]) >= attempts
 
-        assert labkit.wait_for(accounted, 60), (stats(), s0, flood)
-        s1 = stats()
+        assert labkit.wait_for(accounted, 60), (labkit.stats(), s0, flood)
+        s1 = labkit.stats()
         read = s1["events"] - s0["events"]
         lost = s1["events_lost"] - s0["events_lost"]
         assert read + lost == attempts, (read, lost, attempts)
@@ -205,7 +194,7 @@ def test_a_flood_of_blocked_connects_is_bounded_and_accounted(daemon: None) -> N
             "no journal entry reports the suppressed events"
         )
         # Memory: the flood leaves nothing behind in the daemon.
-        grown = daemon_rss_kib() - rss0
+        grown = labkit.daemon_rss_kib() - rss0
         labkit.figure(
             f"flood: {attempts} attempts, {read} read, {lost} lost, {len(logged)} logged, "
             f"{suppressed} suppressed; daemon RSS {grown:+d} KiB"
