@@ -170,7 +170,7 @@ class FakeEngine:
             raise ConfigInvalid(PROBLEMS)
         return CheckResult(ok=True, warnings=["no [host] policy"], policies=2)
 
-    def learned(self, unit: str) -> Learned:
+    async def learned(self, unit: str) -> Learned:
         self.learned_units.append(unit)
         if problem := check_unit_name(unit):
             raise BadRequest(problem)
@@ -181,7 +181,7 @@ class FakeEngine:
         )  # fmt: skip
         return Learned(unit, "nginx.service", True, [observation], 0, 16384)
 
-    def forget_learned(self, unit: str) -> int:
+    async def forget_learned(self, unit: str) -> int:
         self.learned_units.append(unit)
         if problem := check_unit_name(unit):
             raise BadRequest(problem)

@@ -175,16 +175,16 @@ def test_learning_refuses_what_is_not_a_unit(engine: api.Engine) -> None:
     asyncio.run(engine.reload())
     for name in ("", "no-suffix", "x" * 300 + ".service"):
         with pytest.raises(api.BadRequest):
-            engine.learned(name)
+            asyncio.run(engine.learned(name))
         with pytest.raises(api.BadRequest):
-            engine.forget_learned(name)
+            asyncio.run(engine.forget_learned(name))
     if isinstance(engine, Engine):  # the stand-in's entry is the unit's policy's
         assert engine.running is not None and engine.enforcer is not None
         maps: Any = engine.enforcer.maps
         maps.policy = engine.running.compiled.ids["nginx.service"]
-    learned = engine.learned("nginx.service")
+    learned = asyncio.run(engine.learned("nginx.service"))
     assert learned.unit == "nginx.service" and learned.policy == "nginx.service"
     (seen,) = learned.observations
     assert (seen.address, seen.protocol) == ("10.0.1.1", "tcp") and seen.allowed > 0
     _fields_are_plain(learned)
-    assert engine.forget_learned("nginx.service") >= 0
+    assert asyncio.run(engine.forget_learned("nginx.service")) >= 0

@@ -12,6 +12,7 @@ emission); calls are answered by bouheki.bus.dispatch, which says why.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
@@ -155,7 +156,9 @@ class Manager(ServiceInterface):
             "reading what a unit connects to needs root or polkit's consent",
         )
         with engine_errors("reading what was learned"):
-            return encode(self._engine.learned(unit))
+            learned = await self._engine.learned(unit)
+            # Up to MAX_LEARN records as a{sv}: seconds under emulation, off the loop.
+            return await asyncio.to_thread(encode, learned)
 
     @dbus_method(names.METHOD_FORGET_LEARNED, "s", out="u")
     async def _forget_learned(self, unit: str) -> int:
@@ -165,7 +168,7 @@ class Manager(ServiceInterface):
             "forgetting what was learned needs root or polkit's consent",
         )
         with engine_errors("forgetting what was learned"):
-            return self._engine.forget_learned(unit)
+            return await self._engine.forget_learned(unit)
 
     # --- properties ----------------------------------------------------------
 

@@ -320,12 +320,13 @@ class Engine(Protocol):
 
     def status(self) -> Status: ...
 
-    def learned(self, unit: str) -> Learned:
+    async def learned(self, unit: str) -> Learned:
         """What the policy judging `unit` learned. Raises BadRequest for a
-        name that is not a unit's."""
+        name that is not a unit's. Async: reading a full map takes seconds,
+        which must not stall the daemon's loop."""
         ...
 
-    def forget_learned(self, unit: str) -> int:
+    async def forget_learned(self, unit: str) -> int:
         """Drop what the policy judging `unit` learned; how many entries."""
         ...
 

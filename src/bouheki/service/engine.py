@@ -411,19 +411,25 @@ class Engine:
         t = run.tables(pid) if run is not None and pid is not None else None
         return (run, t) if run is not None and t is not None else None
 
-    def learned(self, unit: str) -> api.Learned:
-        found, enf = self._learning_policy(unit), self.enforcer
-        if found is None or enf is None:
-            return api.Learned(unit=unit, policy="", learning=False)
-        run, t = found
-        names = learning.name_addresses(run.policy_set, t.name, self.names)
-        return learning.learned(unit, t, enf, names, self.exe_paths)
+    # Both read (and forget) up to MAX_LEARN map entries: seconds under
+    # emulation, so in the worker thread and not on the loop, whose stalls
+    # the watchdog kills (a Learned of a full map once outlasted its 30 s).
+    # Under the reload lock: the answer is the generation in force's.
+    async def learned(self, unit: str) -> api.Learned:
+        async with self._lock:
+            found, enf = self._learning_policy(unit), self.enforcer
+            if found is None or enf is None:
+                return api.Learned(unit=unit, policy="", learning=False)
+            run, t = found
+            names = learning.name_addresses(run.policy_set, t.name, self.names)
+            return await self._in_thread(learning.learned, unit, t, enf, names, self.exe_paths)
 
-    def forget_learned(self, unit: str) -> int:
-        found, enf = self._learning_policy(unit), self.enforcer
-        if found is None or enf is None:
-            return 0
-        return enf.maps.forget_learned(found[1].policy_id)
+    async def forget_learned(self, unit: str) -> int:
+        async with self._lock:
+            found, enf = self._learning_policy(unit), self.enforcer
+            if found is None or enf is None:
+                return 0
+            return await self._in_thread(enf.maps.forget_learned, found[1].policy_id)
 
     def explain(self, query: api.ExplainQuery) -> api.Explanation:
         run = self.running

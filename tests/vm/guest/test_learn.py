@@ -7,6 +7,7 @@ count."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +62,11 @@ def reload() -> None:
 def learned(timeout: float = 60) -> dict:
     r = sh("bouhekictl", "--json", "--timeout", str(timeout), "learned", UNIT, timeout=timeout + 30)
     return json.loads(r.stdout)
+
+
+def daemon_identity() -> str:
+    """The daemon's MainPID and restart count: unchanged if it was not restarted."""
+    return sh("systemctl", "show", "-p", "MainPID", "-p", "NRestarts", "bouheki.service").stdout
 
 
 @pytest.fixture
@@ -158,9 +164,25 @@ def test_a_flood_is_counted_exactly_in_bounded_memory(learning: None) -> None:
     t0 = time.monotonic()
     flood = json.loads(in_unit("python3", "-c", FLOOD, timeout=600).strip().splitlines()[-1])
     elapsed = time.monotonic() - t0
+    # Reading a full map takes seconds: the daemon does it off its loop, so
+    # it keeps answering meanwhile, and its watchdog (30 s) never fires.
+    daemon0 = daemon_identity()
     t1 = time.monotonic()
-    data = learned(timeout=300)
+    reader = subprocess.Popen(
+        ["bouhekictl", "--json", "--timeout", "300", "learned", UNIT],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    waits = []
+    while reader.poll() is None:
+        t = time.monotonic()
+        sh("bouhekictl", "status", timeout=60)
+        waits.append(time.monotonic() - t)
+    out, err = reader.communicate()
     read_s = time.monotonic() - t1
+    assert reader.returncode == 0, out + err
+    assert daemon_identity() == daemon0, "the daemon was restarted while answering"
+    assert waits and max(waits) < 20, waits
+    data = json.loads(out)
     obs = {(o["address"], o["port"]): o for o in data["observations"]}
     # One key, hammered from two processes: every connect is in its count.
     assert obs[("127.0.0.1", 9)]["allowed"] == flood["same"], (obs[("127.0.0.1", 9)], flood)
@@ -179,7 +201,8 @@ def test_a_flood_is_counted_exactly_in_bounded_memory(learning: None) -> None:
         f"learning flood: {flood['same']} connects to one destination in {FLOOD_SECONDS:g} s, "
         f"all counted; {flood['distinct']} distinct destinations: {len(distinct)} recorded, "
         f"{missed} missed (map of {CAPACITY} entries, full); run {elapsed:.1f} s; "
-        f"`bouhekictl learned` of {len(obs)} entries {read_s:.1f} s; daemon RSS {grown:+d} KiB"
+        f"`bouhekictl learned` of {len(obs)} entries {read_s:.1f} s, meanwhile {len(waits)} "
+        f"`bouhekictl status` answered in at most {max(waits):.1f} s; daemon RSS {grown:+d} KiB"
     )
     # The daemon holds nothing of it between calls; answering builds the
     # reply (at most CAPACITY entries) and Python keeps some of that heap.
