@@ -10,6 +10,9 @@ connect  connect() cost from inside a unit, under (a) no program, (b) bouheki
          bouheki's programs are loaded once, through the library the daemon
          uses; (a) and (d) detach its LSM programs, (b) and (c) re-attach
          them (bcc keeps the loaded programs: no recompile).
+pieces   each piece of a judging program alone (bench/pieces.py): the empty
+         program, the cgroup id, each map lookup, the counter, the task's
+         fields; ns per call by the kernel's accounting, minus the floor.
 reload   parse, compile and map-write times for 1k, 10k, 100k prefixes, and
          the kernel memory one generation of them takes (the memory cgroup's
          kernel counters around an apply).
@@ -18,7 +21,7 @@ startup  time to READY=1 and RSS: bouheki.service next to a bare bcc script
 flood    one process doing blocked connects for 10 s against the running
          daemon: attempts, events received, dropped, journal entries, CPU, RSS.
 
-Knobs (tests/vm/run --env NAME=VALUE): BENCH_PHASES=connect,reload,startup,flood
+Knobs (tests/vm/run --env NAME=VALUE): BENCH_PHASES=connect,pieces,reload,startup,flood
 and BENCH_QUICK=1 (small sizes and few repeats, to try the machinery).
 """
 
@@ -403,6 +406,7 @@ def phase_connect(k: Knobs, res: Results, state: dict[str, Any]) -> None:
         f" (c) has {c_tables.rule_count} rules, {len(c_tables.dst4)} IPv4 prefixes")  # fmt: skip
     lsm = Lsm(programs)
     lsm.set(False)
+    state["lsm"] = lsm
 
     # (d): the same prefixes as IPAddressDeny= of the transient unit, in a drop-in.
     dropin = Path(f"/run/systemd/system/{UNIT['d']}.d")
@@ -565,6 +569,77 @@ def bpf_stats_pass(k: Knobs, lsm: Lsm) -> dict[str, Any]:
     for c, d in per.items():
         out[c] = {key: summarise(v) if key != "programs" else v for key, v in d.items()}
     return out
+
+
+# -- phase: pieces ----------------------------------------------------------------
+
+
+def phase_pieces(k: Knobs, res: Results, state: dict[str, Any]) -> None:
+    """What each piece of a judging program costs alone (bench/pieces.py):
+    one LSM program per piece, attached alone in turn, the connect loop to
+    the closed port in (a)'s unit, the kernel's run_time_ns / run_cnt. The
+    pieces are shuffled within each round; a piece's cost is its ns per call
+    minus the floor's of the same round."""
+    import random
+
+    import pieces
+    from bcc import BPF
+
+    from bouheki.kernel import btf
+    from bouheki.kernel.loader import MapSizes
+
+    if state.get("lsm") is not None:
+        state["lsm"].set(False)  # bouheki's own programs: not while the pieces run
+    cflags = [f"-I{SRC / 'bpf'}", "-Wno-macro-redefined", *MapSizes().cflags(), *btf.cflags()]
+    prefixes = policies.prefixes(k.large)
+    loaded: dict[str, tuple[Any, int]] = {}
+    for name, (_, body) in pieces.PIECES.items():
+        before = {p["id"] for p in bpftool_json("prog", "show") if p.get("type") == "lsm"}
+        b = BPF(text=pieces.source(name), cflags=cflags)
+        b.detach_lsm("socket_connect")
+        (pid,) = [
+            p["id"]
+            for p in bpftool_json("prog", "show")
+            if p.get("type") == "lsm" and p["id"] not in before
+        ]
+        pieces.fill(b, prefixes if "dst4" in body else [])
+        loaded[name] = (b, pid)
+    log(f"pieces: {len(loaded)} programs loaded")
+    ns: dict[str, list[float]] = {name: [] for name in loaded}
+    extra: dict[str, list[float]] = {name: [] for name in loaded}
+    sh("sysctl", "-q", "-w", "kernel.bpf_stats_enabled=1")
+    try:
+        for rnd in range(k.stats_repeats):
+            order = list(loaded)
+            random.Random(rnd).shuffle(order)
+            got = {}
+            for name in order:
+                b, pid = loaded[name]
+                b.attach_lsm("socket_connect")
+                try:
+                    before = prog_stats([pid])[pid]
+                    data = run_loop(UNIT["a"], k.stats_n, [CLOSED_PORT])
+                    after = prog_stats([pid])[pid]
+                finally:
+                    b.detach_lsm("socket_connect")
+                check_runs("a", data)
+                rt, cnt = after[0] - before[0], after[1] - before[1]
+                got[name] = rt / cnt if cnt else 0.0
+            for name, v in got.items():
+                ns[name].append(v)
+                extra[name].append(v - got["floor"])
+            log("pieces round " + str(rnd + 1) + ": "
+                + ", ".join(f"{n} {got[n]:.0f}" for n in pieces.PIECES))  # fmt: skip
+    finally:
+        sh("sysctl", "-q", "-w", "kernel.bpf_stats_enabled=0")
+        for b, _ in loaded.values():
+            b.cleanup()
+    res.put("pieces", {
+        "n": k.stats_n,
+        "what": {name: what for name, (what, _) in pieces.PIECES.items()},
+        "ns_per_call": {name: summarise(v) for name, v in ns.items()},
+        "over_floor": {name: summarise(v) for name, v in extra.items()},
+    })  # fmt: skip
 
 
 # -- phase: reload ----------------------------------------------------------------
@@ -876,7 +951,7 @@ def meta(k: Knobs) -> dict[str, Any]:
 
 def main() -> int:
     k = Knobs.from_env()
-    phases = os.environ.get("BENCH_PHASES", "connect,reload,startup,flood").split(",")
+    phases = os.environ.get("BENCH_PHASES", "connect,pieces,reload,startup,flood").split(",")
     WORK.mkdir(parents=True, exist_ok=True)
     res = Results(RESULTS / "bench.json")
     sh(str(SRC / "tests/vm/guest-install"))
@@ -886,7 +961,7 @@ def main() -> int:
     state: dict[str, Any] = {}
     failed: list[str] = []
     durations: dict[str, float] = {}
-    funcs = {"connect": phase_connect, "reload": phase_reload,
+    funcs = {"connect": phase_connect, "pieces": phase_pieces, "reload": phase_reload,
              "startup": phase_startup, "flood": phase_flood}  # fmt: skip
     for name in phases:
         if name == "startup" and state.get("enforcer") is not None:

@@ -171,11 +171,13 @@ def test_a_flood_is_counted_exactly_in_bounded_memory(learning: None) -> None:
     t1 = time.monotonic()
     # Its reply (megabytes of JSON) goes to a file: a pipe nobody reads
     # while polling would fill and stall it.
-    with tempfile.TemporaryFile("w+") as out:
-        reader = subprocess.Popen(
-            ["bouhekictl", "--json", "--timeout", "300", "learned", UNIT],
-            stdout=out, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        reply, errors = Path(tmp) / "learned.json", Path(tmp) / "stderr"
+        with reply.open("w") as out, errors.open("w") as err:
+            reader = subprocess.Popen(
+                ["bouhekictl", "--json", "--timeout", "300", "learned", UNIT],
+                stdout=out, stderr=err,
+            )  # fmt: skip
         waits = []
         while reader.poll() is None and time.monotonic() - t1 < 330:
             t = time.monotonic()
@@ -183,9 +185,8 @@ def test_a_flood_is_counted_exactly_in_bounded_memory(learning: None) -> None:
             waits.append(time.monotonic() - t)
         reader.wait(timeout=30)
         read_s = time.monotonic() - t1
-        out.seek(0)
-        text = out.read()
-    assert reader.returncode == 0, text
+        text, warnings = reply.read_text(), errors.read_text()
+    assert reader.returncode == 0, text + warnings
     assert daemon_identity() == daemon0, "the daemon was restarted while answering"
     assert waits and max(waits) < 20, waits
     data = json.loads(text)
