@@ -94,3 +94,29 @@ def test_nested_array_of_tables() -> None:
 def test_invalid_text_keeps_what_was_found() -> None:
     m = scan_toml_lines('mode = "block"\n[network\nallow = [')
     assert m.line(("mode",)) == 1
+
+
+def test_arrays_of_strings_in_any_layout() -> None:
+    """Each element's line, for arrays mixing plain strings (scanned a run at
+    a time), other values, comments and blank lines between any tokens."""
+    import random
+
+    rng = random.Random(13)
+    blanks = [" ", "\n", "  # note, with a comma\n", "\t", "\n\n  ", ""]
+    values = ['"10.0.1.1"', '""', '"a\\"b"', "'lit'", '"""multi\nline"""', "7", '["x", "y"]']
+    for case in range(300):
+        text, want, line = "k = [", {}, 1
+        for index in range(rng.randrange(0, 8)):
+            pad = rng.choice(blanks)
+            text, line = text + pad, line + pad.count("\n")
+            value = rng.choice(values)
+            want[("k", index)] = line
+            text, line = text + value, line + value.count("\n")
+            pad = rng.choice(blanks)
+            text, line = text + pad + ",", line + pad.count("\n")
+        text += rng.choice(blanks) + "]\nafter = 1\n"
+        assert tomllib.loads(text)["after"] == 1, text
+        m = scan_toml_lines(text)
+        got = {path: m.exact(path) for path in want}
+        assert got == want, (case, text)
+        assert m.exact(("after",)) == text.count("\n") - 0, (case, text)

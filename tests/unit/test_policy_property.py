@@ -215,3 +215,18 @@ def test_connections_stay_in_the_universe() -> None:
         assert c.comm == b"a" and c.uid == 5 and c.exe is None
     spec = parse_policy_text(randgen.random_policy_toml(rng, small, max_rules=8))
     assert all(rule.exe is None for rule in spec.rules)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rule_origins_are_the_lowered_rules_origins(seed: int) -> None:
+    """rule_origins() (what the loader counts rules with, without lowering)
+    names the rules lower() makes, in its order, whatever the environment."""
+    from bouheki.policy.lower import rule_origins
+
+    rng = random.Random(seed)
+    for n in range(200):
+        spec = randgen.random_spec(rng, UNIVERSE)
+        want = rule_origins(spec)
+        for env in (ENV, Environment()):
+            got = [rule.origin for rule in lower(spec, env)[0].rules]
+            assert got == want, f"seed {seed}, policy {n}"

@@ -22,8 +22,7 @@ from bouheki.config.errors import ConfigError, Report
 from bouheki.config.policy_toml import parse_policy
 from bouheki.config.settings import parse_settings
 from bouheki.config.toml_file import parse_toml, read_toml
-from bouheki.policy.env import Environment
-from bouheki.policy.lower import lower
+from bouheki.policy.lower import rule_origins
 from bouheki.policy.model import PolicySpec
 from bouheki.policy.policyset import HOST_POLICY_NAME, NamedPolicy, PolicySet
 from bouheki.policy.tables import MAX_POLICIES, MAX_RULES
@@ -129,14 +128,14 @@ def load_policy_file(path: PathLike) -> PolicySpec:
 def check_rule_count(policy: NamedPolicy, report: Report) -> None:
     """Reports a policy lowering to more rules than the kernel holds, at the
     first rule over the limit."""
-    lowered, _ = lower(policy.spec, Environment())
-    if len(lowered.rules) <= MAX_RULES:
+    origins = rule_origins(policy.spec)
+    if len(origins) <= MAX_RULES:
         return
-    first = lowered.rules[MAX_RULES].origin
+    first = origins[MAX_RULES]
     report.error(
         first.file,
         first.line,
-        f"too many rules: the policy for {policy.name} has {len(lowered.rules)} rules "
+        f"too many rules: the policy for {policy.name} has {len(origins)} rules "
         f"([[rule]] entries plus those of the simple form), at most {MAX_RULES} are "
         f"allowed; {first.text} is rule {MAX_RULES + 1}",
     )
