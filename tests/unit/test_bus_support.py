@@ -164,7 +164,7 @@ class FakeEngine:
             )
         return Explanation("allowed", "", -1, "", 0, "", "no policy covers the process")
 
-    def check_config(self, path: Optional[str]) -> CheckResult:
+    async def check_config(self, path: Optional[str]) -> CheckResult:
         self.checked.append(path)
         if path and "bad" in path:
             raise ConfigInvalid(PROBLEMS)

@@ -163,12 +163,12 @@ def test_an_invalid_configuration_is_a_result_or_config_invalid(
     bad = tmp_path / "bad.toml"
     bad.write_text("[host]\nmode = 'sometimes'\n")
     try:
-        result = engine.check_config(str(bad))
+        result = asyncio.run(engine.check_config(str(bad)))
     except api.ConfigInvalid as e:
         assert e.problems and all(isinstance(p, api.Problem) for p in e.problems)
     else:
         assert not result.ok and result.problems
-    assert engine.check_config(None).ok
+    assert asyncio.run(engine.check_config(None)).ok
 
 
 def test_learning_refuses_what_is_not_a_unit(engine: api.Engine) -> None:

@@ -142,7 +142,7 @@ class Manager(ServiceInterface):
             )
         with engine_errors("checking the configuration"):
             try:
-                result = self._engine.check_config(path or None)
+                result = await self._engine.check_config(path or None)
             except ConfigInvalid as exc:
                 # Invalid is the answer here, not a failure of the call.
                 result = CheckResult(ok=False, problems=exc.problems)

@@ -314,8 +314,9 @@ class Engine(Protocol):
         """
         ...
 
-    def check_config(self, path: Optional[str]) -> CheckResult:
-        """Validate the configuration at `path` (None: the daemon's own) without applying it."""
+    async def check_config(self, path: Optional[str]) -> CheckResult:
+        """Validate the configuration at `path` (None: the daemon's own) without applying it.
+        Async: a large configuration takes seconds to parse."""
         ...
 
     def status(self) -> Status: ...

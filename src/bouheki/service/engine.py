@@ -72,6 +72,7 @@ class Engine:
         self._inherited_ids: dict[str, int] | None = None
         self._listeners: list[api.EngineListener] = []
         self._lock = asyncio.Lock()
+        self._check_lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events: EventReader | None = None
         self.exe_paths = ExePaths()
@@ -436,8 +437,14 @@ class Engine:
         pid = self._policy_for_unit(query.unit)
         return explain_mod.explain(run.compiled if run else None, pid, query)
 
-    def check_config(self, path: str | None) -> api.CheckResult:
-        return loader.check_config(path or self.config, self.search_dirs)
+    async def check_config(self, path: str | None) -> api.CheckResult:
+        # Parsing a large configuration takes seconds (bench/): in a worker
+        # thread, like a reload's, so the loop keeps answering. Not under the
+        # reload lock (it reads files, not the engine): one check at a time,
+        # so that any caller's stream of checks queues instead of piling up
+        # parses, and never delays a reload.
+        async with self._check_lock:
+            return await self._in_thread(loader.check_config, path or self.config, self.search_dirs)
 
 
 def _default_enforcer() -> Enforcer:

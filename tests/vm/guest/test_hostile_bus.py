@@ -509,6 +509,38 @@ def test_a_flood_from_one_peer_is_answered(before: Before) -> None:
     assert elapsed < 60, f"300 calls took {elapsed:.1f} s"
 
 
+def test_checking_a_large_configuration_leaves_the_daemon_answering(before: Before) -> None:
+    """CheckConfig parses in a worker thread: while root's check of 150,000
+    addresses runs (seconds under TCG), uid 1000's pings are answered at
+    once, and the watchdog (30 s) has nothing to catch. (A parse on the
+    loop held every caller for its whole length.)"""
+    big = Path("/run/bh-check-big.toml")  # not /tmp: the daemon has its own
+    lines = "".join(f'  "11.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",\n' for i in range(150_000))
+    big.write_text("[host.network]\ndeny = [\n" + lines + "]\n")
+    ours = ["org.bouheki.Bouheki1", "/org/bouheki/Bouheki1"]
+    try:
+        with open(big.with_suffix(".out"), "w") as out:
+            check = subprocess.Popen(
+                ["busctl", "--json=short", "--timeout=300", "call", *ours,
+                 names.INTERFACE, "CheckConfig", "s", str(big)],
+                stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        waits = []
+        started = time.monotonic()
+        while check.poll() is None and time.monotonic() - started < 300:
+            t = time.monotonic()
+            sh(*as_user(1000), "busctl", "call", *ours, PEER, "Ping", timeout=60)
+            waits.append(time.monotonic() - t)
+        assert check.wait(timeout=30) == 0, big.with_suffix(".out").read_text()[-2000:]
+        reply = json.loads(big.with_suffix(".out").read_text())
+    finally:
+        big.unlink(missing_ok=True)
+        big.with_suffix(".out").unlink(missing_ok=True)
+    assert reply["data"][0]["ok"]["data"] is True, reply
+    # The check lasted a while, and pings kept being answered meanwhile.
+    assert len(waits) >= 3 and max(waits) < 5, waits
+
+
 def test_the_daemon_came_through_unchanged(before: Before, root: Root) -> None:
     assert sh("systemctl", "is-active", "bouheki", check=False).stdout.strip() == "active"
     assert show("MainPID") == before.main_pid
