@@ -528,12 +528,23 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
             "bouheki here is that fixed path: under TCG each map touched costs its struct, "
             "bucket and element pages, about a microsecond or more cold, whatever its size. "
             f"The two hash lookups (scope and policy) are {piece('scope') + piece('policy'):.1f} "
-            "µs of it: the policy's value kept inline in the scope's entry would save "
-            f"the second ({piece('policy'):.1f} µs), at the price of a policy value in every "
-            "preallocated scope slot (the scopes map holds 65,536). The rest of bouheki's "
+            f"µs of it. The policy's ({piece('policy'):.1f} µs) is the one to go: kept in "
+            "an array indexed by the generation's parity and the policy id it would cost "
+            f"what the state's array lookup does ({piece('state'):.1f} µs), given an RCU "
+            "grace period before a slot of the old parity is rewritten. The rest of bouheki's "
             f"program over that path ({us_conn('b') - least:.1f} µs in (b)) is reading the "
             "socket and the sockaddr, the fail-closed checks, and a program several times "
             "the size of the path's, which TCG translates and dispatches block by block."
+        )
+    if "prog_cb" in missed:
+        runs = {x: (st.get(x, {}).get("ns_per_call") or {}).get("values", []) for x in "bc"}
+        out.append(
+            "- **programs (c)/(b)**: the two differ only in (c)'s port, uid and comm lookups "
+            "(its other dimensions are out of the running by then). Per run, ns per call: (b) "
+            + ", ".join(f"{v:.0f}" for v in runs["b"])
+            + "; (c) "
+            + ", ".join(f"{v:.0f}" for v in runs["c"])
+            + ". The spread between runs of one configuration is as large as the gap."
         )
     if "reload" in missed:
         big = data.get("reload", {}).get("sizes", {})
