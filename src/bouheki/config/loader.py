@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Optional, Union
 
 from bouheki.common.api import CheckResult
+from bouheki.common.gcpause import without_gc
 from bouheki.common.settings import DaemonSettings
 from bouheki.common.units import check_unit_name
 from bouheki.config.document import Doc
@@ -232,6 +233,7 @@ def load_policy_set(
     return PolicySet(host, units, settings, report.warnings, files)
 
 
+@without_gc
 def load(
     config: Optional[PathLike] = None, search_dirs: Sequence[PathLike] = DEFAULT_SEARCH_DIRS
 ) -> PolicySet:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from bouheki.common.api import Problem
+from bouheki.common.gcpause import without_gc
 from bouheki.common.units import unit_glob
 from bouheki.policy.compiler import compile_policy
 from bouheki.policy.env import Environment, Requirements, requirements, union
@@ -72,6 +73,7 @@ def policy_set_requirements(policy_set: PolicySet) -> Requirements:
     return union(requirements(p.spec) for p in policy_set.policies())
 
 
+@without_gc
 def compile_policy_set(
     policy_set: PolicySet,
     env: Environment,
