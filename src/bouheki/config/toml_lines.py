@@ -27,14 +27,15 @@ Path = tuple[PathPart, ...]
 _BARE_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 # One regex step instead of a Python loop per character: a policy of 100,000
 # addresses is mostly these (bench/: the scan was a third of a reload's parse).
-_BLANK = re.compile(r"(?:[ \t\r\n]+|#[^\n]*)*")
+_BLANKS = r"(?:[ \t\r\n]+|#[^\n]*)*"  # whitespace, newlines and comments
+_BLANK = re.compile(_BLANKS)
 _BASIC_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
 _LITERAL_STRING = re.compile(r"'[^'\n]*'")
 _SCALAR = re.compile(r"[^,\]}\n#]+")
 # An array element that is a plain one-line string, then its comma if any
 # and the blanks after it, in one match: long address lists are runs of
 # these, and a Python step per token made the scan a fifth of their parse.
-_PLAIN_ELEMENT = re.compile(r'(?!""")"[^"\\\n]*"(?:[ \t\r\n]+|#[^\n]*)*(,?)(?:[ \t\r\n]+|#[^\n]*)*')
+_PLAIN_ELEMENT = re.compile(rf'(?!""")"[^"\\\n]*"{_BLANKS}(,?){_BLANKS}')
 
 
 class LineMap:

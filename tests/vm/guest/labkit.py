@@ -226,6 +226,37 @@ def stats() -> dict[str, Any]:
     return json.loads(sh("bouhekictl", "--json", "stats").stdout)  # type: ignore[no-any-return]
 
 
+@dataclass
+class Meanwhile:
+    """A long command's outcome, and how long each probe run during it took."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    waits: list[float]
+
+
+def probe_while(cmd: list[str], probe: list[str], limit: float = 330) -> Meanwhile:
+    """Run cmd in the background and the probe over and over until it ends
+    (or `limit` seconds pass): does the daemon keep answering meanwhile?
+    cmd's output goes to files (a reply of megabytes into a pipe nobody reads
+    while probing would stall it), read once it has ended."""
+    import tempfile
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        with out_path.open("w") as out, err_path.open("w") as err:
+            p = subprocess.Popen(cmd, stdout=out, stderr=err)
+        waits = []
+        while p.poll() is None and time.monotonic() - started < limit:
+            t = time.monotonic()
+            sh(*probe, timeout=60)
+            waits.append(time.monotonic() - t)
+        p.wait(timeout=30)
+        return Meanwhile(p.returncode, out_path.read_text(), err_path.read_text(), waits)
+
+
 def wait_for(pred: Any, timeout: float = 5.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:

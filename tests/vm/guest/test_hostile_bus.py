@@ -32,7 +32,7 @@ from typing import Any, Optional
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
-from labkit import UNITS, as_user, sh
+from labkit import UNITS, as_user, probe_while, sh
 
 from bouheki.bus import names
 from bouheki.bus.wire import unwrap
@@ -519,24 +519,18 @@ def test_checking_a_large_configuration_leaves_the_daemon_answering(before: Befo
     big.write_text("[host.network]\ndeny = [\n" + lines + "]\n")
     ours = ["org.bouheki.Bouheki1", "/org/bouheki/Bouheki1"]
     try:
-        with open(big.with_suffix(".out"), "w") as out:
-            check = subprocess.Popen(
-                ["busctl", "--json=short", "--timeout=300", "call", *ours,
-                 names.INTERFACE, "CheckConfig", "s", str(big)],
-                stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        waits = []
-        started = time.monotonic()
-        while check.poll() is None and time.monotonic() - started < 300:
-            t = time.monotonic()
-            sh(*as_user(1000), "busctl", "call", *ours, PEER, "Ping", timeout=60)
-            waits.append(time.monotonic() - t)
-        assert check.wait(timeout=30) == 0, big.with_suffix(".out").read_text()[-2000:]
-        reply = json.loads(big.with_suffix(".out").read_text())
+        got = probe_while(
+            ["busctl", "--json=short", "--timeout=300", "call", *ours,
+             names.INTERFACE, "CheckConfig", "s", str(big)],
+            [*as_user(1000), "busctl", "call", *ours, PEER, "Ping"],
+            limit=300,
+        )  # fmt: skip
     finally:
         big.unlink(missing_ok=True)
-        big.with_suffix(".out").unlink(missing_ok=True)
+    assert got.returncode == 0, (got.stdout + got.stderr)[-2000:]
+    reply = json.loads(got.stdout)
     assert reply["data"][0]["ok"]["data"] is True, reply
+    waits = got.waits
     # The check lasted a while, and pings kept being answered meanwhile.
     assert len(waits) >= 3 and max(waits) < 5, waits
 

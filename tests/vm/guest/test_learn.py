@@ -7,8 +7,6 @@ count."""
 from __future__ import annotations
 
 import json
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,27 +167,14 @@ def test_a_flood_is_counted_exactly_in_bounded_memory(learning: None) -> None:
     # it keeps answering meanwhile, and its watchdog (30 s) never fires.
     daemon0 = daemon_identity()
     t1 = time.monotonic()
-    # Its reply (megabytes of JSON) goes to a file: a pipe nobody reads
-    # while polling would fill and stall it.
-    with tempfile.TemporaryDirectory() as tmp:
-        reply, errors = Path(tmp) / "learned.json", Path(tmp) / "stderr"
-        with reply.open("w") as out, errors.open("w") as err:
-            reader = subprocess.Popen(
-                ["bouhekictl", "--json", "--timeout", "300", "learned", UNIT],
-                stdout=out, stderr=err,
-            )  # fmt: skip
-        waits = []
-        while reader.poll() is None and time.monotonic() - t1 < 330:
-            t = time.monotonic()
-            sh("bouhekictl", "status", timeout=60)
-            waits.append(time.monotonic() - t)
-        reader.wait(timeout=30)
-        read_s = time.monotonic() - t1
-        text, warnings = reply.read_text(), errors.read_text()
-    assert reader.returncode == 0, text + warnings
+    got = labkit.probe_while(
+        ["bouhekictl", "--json", "--timeout", "300", "learned", UNIT], ["bouhekictl", "status"]
+    )
+    read_s, waits = time.monotonic() - t1, got.waits
+    assert got.returncode == 0, got.stdout + got.stderr
     assert daemon_identity() == daemon0, "the daemon was restarted while answering"
     assert waits and max(waits) < 20, waits
-    data = json.loads(text)
+    data = json.loads(got.stdout)
     obs = {(o["address"], o["port"]): o for o in data["observations"]}
     # One key, hammered from two processes: every connect is in its count.
     assert obs[("127.0.0.1", 9)]["allowed"] == flood["same"], (obs[("127.0.0.1", 9)], flood)
