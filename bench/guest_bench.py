@@ -356,11 +356,11 @@ def dummy_hosts(addrs: list[str]) -> Iterator[None]:
         sh("ip", "link", "del", "bhbench0", check=False)
 
 
-def write_conf(files: dict[str, str]) -> Path:
+def write_conf(files: dict[str, str], main: str = "") -> Path:
     if CONF.exists():
         sh("rm", "-rf", str(CONF))
     (CONF / "units").mkdir(parents=True)
-    (CONF / "bouheki.toml").write_text("")
+    (CONF / "bouheki.toml").write_text(main)
     for name, text in files.items():
         (CONF / "units" / name).write_text(text)
     return CONF / "bouheki.toml"
@@ -458,6 +458,8 @@ def phase_connect(k: Knobs, res: Results, state: dict[str, Any]) -> None:
         res.put("connect", out)
 
         out["bpf_stats"] = bpf_stats_pass(k, lsm)
+        res.put("connect", out)
+        out["host_policy"] = host_policy_stats(k, lsm, enforcer, compiled, addr_c)
         res.put("connect", out)
     lsm.set(True)
     sh("rm", "-rf", str(dropin))
@@ -569,6 +571,52 @@ def bpf_stats_pass(k: Knobs, lsm: Lsm) -> dict[str, Any]:
     for c, d in per.items():
         out[c] = {key: summarise(v) if key != "programs" else v for key, v in d.items()}
     return out
+
+
+def host_policy_stats(
+    k: Knobs, lsm: Lsm, enforcer: Any, previous: Any, blocked_addr: str
+) -> dict[str, Any]:
+    """(h): (c)'s prefixes and rules as the host policy, judging (a)'s unit
+    (no policy of its own: the scope lookup misses, the walk up its cgroup's
+    ancestors misses, the host's entry decides). bouheki's socket_connect
+    per call in (h), against (b) in the same runs, by the kernel's accounting."""
+    from bouheki.config import loader
+    from bouheki.policy.assemble import compile_policy_set
+    from bouheki.policy.env import Environment
+
+    main = write_conf({"bench-b.service.toml": policies.small_policy(10)},
+                      main=policies.host_policy(k.large))  # fmt: skip
+    ps, t_parse = timed(lambda: loader.load(main, [CONF]))
+    compiled, t_compile = timed(lambda: compile_policy_set(ps, Environment(), previous.ids))
+    _, t_write = timed(lambda: enforcer.apply(compiled))
+    log(f"(h) applied: parse {t_parse:.1f} s, compile {t_compile:.1f} s, write {t_write:.1f} s")
+    lsm.set(True)
+    outcome = try_connect(UNIT["a"], blocked_addr)  # dummy_hosts holds it
+    if outcome != "EPERM":
+        raise RuntimeError(f"(h) does not enforce the host policy: {blocked_addr} -> {outcome}")
+    pid = lsm_prog_ids()["socket_connect"]
+    ports = [LISTEN_PORT, CLOSED_PORT]
+    per: dict[str, list[float]] = {"b": [], "h": []}
+    sh("sysctl", "-q", "-w", "kernel.bpf_stats_enabled=1")
+    try:
+        for rep in range(k.stats_repeats):
+            for cfg in ("b", "h") if rep % 2 == 0 else ("h", "b"):
+                before = prog_stats([pid])[pid]
+                data = run_loop(UNIT["a" if cfg == "h" else cfg], k.stats_n, ports)
+                after = prog_stats([pid])[pid]
+                check_runs(cfg, data)
+                rt, cnt = after[0] - before[0], after[1] - before[1]
+                per[cfg].append(rt / cnt if cnt else 0.0)
+            log(f"(h) stats {rep + 1}/{k.stats_repeats}: ns per call b {per['b'][-1]:.0f},"
+                f" h {per['h'][-1]:.0f}")  # fmt: skip
+    finally:
+        sh("sysctl", "-q", "-w", "kernel.bpf_stats_enabled=0")
+    return {
+        "apply_s": {"parse": t_parse, "compile": t_compile, "write": t_write},
+        "blocked_check": {"addr": blocked_addr, "outcome": outcome},
+        "ns_per_call": {c: summarise(v) for c, v in per.items()},
+        "raw_ns_per_call": per,
+    }
 
 
 # -- phase: pieces ----------------------------------------------------------------
@@ -806,6 +854,45 @@ def phase_startup(k: Knobs, res: Results, state: dict[str, Any]) -> None:
         for key in ("ready_s", "rss")
     }  # fmt: skip
     res.put("startup", out)
+    out["reload_100k"] = daemon_after_large_reload(k.large)
+    res.put("startup", out)
+
+
+def daemon_after_large_reload(size: int) -> dict[str, Any]:
+    """The daemon's RSS after a reload that adds a unit policy of `size`
+    prefixes, its peak (VmHWM) during that reload, and its RSS after a
+    reload back to the shipped configuration."""
+    policy = UNITS_ETC / "bench-r.service.toml"
+    sh("systemctl", "start", "bouheki")
+    pid = int(unit_props("bouheki.service", "MainPID")["MainPID"])
+    before = proc_status(pid)
+    try:
+        policy.parent.mkdir(parents=True, exist_ok=True)
+        policy.write_text(policies.prefix_policy(size))
+        _, t_reload = timed(lambda: sh("bouhekictl", "--timeout", "900", "reload", timeout=900))
+        time.sleep(2)
+        loaded = proc_status(pid)
+    finally:
+        policy.unlink(missing_ok=True)
+    sh("bouhekictl", "--timeout", "900", "reload", timeout=900)
+    time.sleep(2)
+    back = proc_status(pid)
+    if int(unit_props("bouheki.service", "MainPID")["MainPID"]) != pid:
+        raise RuntimeError("the daemon restarted during the large reload")
+    sh("systemctl", "stop", "bouheki")
+    out = {
+        "prefixes": size,
+        "reload_s": t_reload,
+        "rss_before": before["VmRSS"],
+        "rss_after": loaded["VmRSS"],
+        "peak_rss": loaded["VmHWM"],
+        "rss_after_back": back["VmRSS"],
+    }
+    mib = {name: v["VmRSS"] / 2**20 for name, v in (("0", before), ("1", loaded), ("2", back))}
+    log(f"daemon and a {size:,}-prefix reload ({t_reload:.1f} s): RSS {mib['0']:.0f} -> "
+        f"{mib['1']:.0f} MiB (peak {loaded['VmHWM'] / 2**20:.0f}), {mib['2']:.0f} MiB after the "
+        "reload back")  # fmt: skip
+    return out
 
 
 # -- phase: flood -----------------------------------------------------------------

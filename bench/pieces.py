@@ -34,9 +34,14 @@ PIECES: dict[str, tuple[str, str]] = {
         " struct bh_scope_val *v = scopes.lookup(&k); if (v && v->policy == 7) r = 1;",
     ),
     "policy": (
-        "the policy (hash, a hit)",
-        "struct bh_policy_key k = {.gen = 1, .policy = 1};"
-        " struct bh_policy *p = policies.lookup(&k); if (p && p->flags == 7) r = 1;",
+        "the policy (its slot in the array's half for the generation)",
+        "int ps = bh_policy_slot(1, 1); struct bh_policy *p = policies.lookup(&ps);"
+        " if (p && p->gen == 1 && p->flags == 7) r = 1;",
+    ),
+    "policy_hash": (
+        "the policy in a hash keyed by generation and id, a hit (before issue 13's change)",
+        "struct bench_policy_key k = {.gen = 1, .policy = 1};"
+        " struct bh_policy *p = policies_hash.lookup(&k); if (p && p->flags == 7) r = 1;",
     ),
     "dst4_100k": (
         "the destination (LPM trie of 100,000 prefixes)",
@@ -65,8 +70,8 @@ PIECES: dict[str, tuple[str, str]] = {
         " struct bh_state *s = state.lookup(&z); if (s && s->active_gen == 7) r = 1;"
         " struct bh_scope_key k = {.gen = 1, .cgroup_id = 2};"
         " struct bh_scope_val *v = scopes.lookup(&k); if (v && v->policy == 7) r = 1;"
-        " struct bh_policy_key pk = {.gen = 1, .policy = 1};"
-        " struct bh_policy *p = policies.lookup(&pk); if (p && p->flags == 7) r = 1;"
+        " int ps = bh_policy_slot(1, 1);"
+        " struct bh_policy *p = policies.lookup(&ps); if (p && p->gen == 1 && p->flags == 7) r = 1;"
         " struct bh_dst4_key dk = {.prefixlen = 64 + 32, .gen = 1, .policy = 1,"
         " .addr = {127, 0, 0, 1}}; u64 *m = dst4.lookup(&dk); if (m && *m == 7) r = 1;"
         " int i = 1 * 65 + 3; struct bh_counter *c = counters.lookup(&i); if (c) c->hits += 1;",
@@ -80,7 +85,12 @@ struct socket;
 #define BH_LOAD(type, base, off) (*(type *)((const char *)(base) + (off)))
 BPF_F_TABLE("array", int, struct bh_state, state, 1, 0);
 BPF_F_TABLE("hash", struct bh_scope_key, struct bh_scope_val, scopes, BH_MAX_SCOPES, 0);
-BPF_F_TABLE("hash", struct bh_policy_key, struct bh_policy, policies, 2 * BH_MAX_POLICIES,
+BPF_F_TABLE("array", int, struct bh_policy, policies, 2 * BH_MAX_POLICIES, 0);
+struct bench_policy_key {
+	u32 gen;
+	u32 policy;
+};
+BPF_F_TABLE("hash", struct bench_policy_key, struct bh_policy, policies_hash, 2 * BH_MAX_POLICIES,
             BPF_F_NO_PREALLOC);
 BPF_F_TABLE("lpm_trie", struct bh_dst4_key, u64, dst4, BH_MAX_DST4, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("percpu_array", int, struct bh_counter, counters,
@@ -109,9 +119,13 @@ def fill(b, prefixes: list[str]) -> None:  # type: ignore[no-untyped-def]
     k = scopes.Key()
     k.gen, k.cgroup_id = 1, 2
     scopes[k] = scopes.Leaf()
-    pk = policies.Key()
+    leaf = policies.Leaf()
+    leaf.gen = 1
+    policies[ct.c_int(1 * 1024 + 1)] = leaf  # bh_policy_slot(1, 1)
+    ph = b["policies_hash"]
+    pk = ph.Key()
     pk.gen, pk.policy = 1, 1
-    policies[pk] = policies.Leaf()
+    ph[pk] = ph.Leaf()
     one = ct.c_ulonglong(1)
     for p in prefixes:
         net = ipaddress.ip_network(p)

@@ -87,6 +87,13 @@ def large_policy(total: int, extra_rules: int = EXTRA_RULES) -> tuple[str, list[
     return text, all_prefixes
 
 
+def host_policy(total: int, extra_rules: int = EXTRA_RULES) -> str:
+    """large_policy() as the host policy of bouheki.toml: the [host] table."""
+    text, _ = large_policy(total, extra_rules)
+    text = text.replace("[[rule]]\n", "[[host.rule]]\n").replace("[network]\n", "[host.network]\n")
+    return "[host]\n\n" + text
+
+
 def prefix_policy(count: int) -> str:
     """The reload benchmark's policy: `count` prefixes in network.deny."""
     return f"[network]\ndeny = {_toml_list(prefixes(count))}\n"

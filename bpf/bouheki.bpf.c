@@ -56,7 +56,7 @@ struct msghdr;
 
 BH_MAP("array", int, struct bh_state, state, 1, 0);
 BH_MAP("hash", struct bh_scope_key, struct bh_scope_val, scopes, BH_MAX_SCOPES, 0);
-BH_MAP("hash", struct bh_policy_key, struct bh_policy, policies, 2 * BH_MAX_POLICIES, BPF_F_NO_PREALLOC);
+BH_MAP("array", int, struct bh_policy, policies, 2 * BH_MAX_POLICIES, 0);
 BH_MAP("lpm_trie", struct bh_dst4_key, u64, dst4, BH_MAX_DST4, BPF_F_NO_PREALLOC);
 BH_MAP("lpm_trie", struct bh_dst6_key, u64, dst6, BH_MAX_DST6, BPF_F_NO_PREALLOC);
 BH_MAP("lpm_trie", struct bh_port_key, u64, ports, BH_MAX_PORTS, BPF_F_NO_PREALLOC);
@@ -248,12 +248,23 @@ static __always_inline int bh_applies(struct bh_policy *p, struct bh_who *who, u
  * below them, a delegated subtree above all, is found by this walk. So no
  * process can grow the map: making cgroups costs the kernel nothing here,
  * and no table an unprivileged process fills decides who is judged. */
+/* Policy id's slot for generation gen, if that generation wrote it. */
+static __always_inline struct bh_policy *bh_policy_of(u32 gen, u32 id)
+{
+	int slot = bh_policy_slot(gen, id);
+	struct bh_policy *p;
+
+	if (id >= BH_MAX_POLICIES)
+		return NULL;
+	p = policies.lookup(&slot);
+	return p && p->gen == gen ? p : NULL;
+}
+
 static __always_inline struct bh_policy *bh_scope(u32 gen, struct bh_who *who, u32 host_mntns,
 						  u32 *policy_id)
 {
 	struct bh_scope_key sk = {.gen = gen, .cgroup_id = who->cgroup_id};
 	struct bh_scope_val *sv = scopes.lookup(&sk);
-	struct bh_policy_key pk = {.gen = gen};
 	struct bh_policy *p;
 	u32 found = 0, have = 0;
 
@@ -275,8 +286,7 @@ static __always_inline struct bh_policy *bh_scope(u32 gen, struct bh_who *who, u
 		}
 	}
 	if (have) {
-		pk.policy = found;
-		p = policies.lookup(&pk);
+		p = bh_policy_of(gen, found);
 		if (bh_applies(p, who, host_mntns)) {
 			*policy_id = found;
 			return p;
@@ -286,9 +296,8 @@ static __always_inline struct bh_policy *bh_scope(u32 gen, struct bh_who *who, u
 	sv = scopes.lookup(&sk);
 	if (!sv)
 		return NULL;
-	pk.policy = sv->policy;
 	*policy_id = sv->policy;
-	return policies.lookup(&pk);
+	return bh_policy_of(gen, sv->policy);
 }
 
 /* The mask of rules that accept c from this process. Each dimension is

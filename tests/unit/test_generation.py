@@ -19,6 +19,7 @@ class DictMaps:
         self.patterns = [layout.Pattern() for _ in range(2 * layout.MAX_PATTERNS)]
         self.fail_on: str | None = None
         self.state_log: list[tuple[int, int]] = []
+        self.log: list[str] = []  # state writes, grace periods and writes of policy slots
 
     def update(self, name: str, key: ct.Structure, value: ct.Structure) -> None:
         if name == self.fail_on:
@@ -27,9 +28,13 @@ class DictMaps:
             self.patterns[key.value] = layout.Pattern.from_buffer_copy(value)  # type: ignore[attr-defined]
             return
         self.maps.setdefault(name, {})[bytes(key)] = bytes(value)
+        if name == "policies":
+            self.log.append(f"slot {key.slot}")  # type: ignore[attr-defined]
 
     def delete(self, name: str, key: ct.Structure) -> None:
         self.maps.get(name, {}).pop(bytes(key), None)
+        if name == "policies":  # the real array's slot is cleared: a write
+            self.log.append(f"slot {key.slot}")  # type: ignore[attr-defined]
 
     def scope_keys(self, name: str = "scopes") -> list[layout.ScopeKey]:
         return [layout.ScopeKey.from_buffer_copy(k) for k in self.maps.get(name, {})]
@@ -40,11 +45,17 @@ class DictMaps:
     def write_state(self, state: layout.State) -> None:
         self.state = layout.State.from_buffer_copy(state)
         self.state_log.append((state.active_gen, state.pending_gen))
+        self.log.append(f"state {state.active_gen}/{state.pending_gen}")
+
+    def wait_for_readers(self) -> None:
+        self.log.append("grace")
 
     def read_patterns(self) -> list[layout.Pattern]:
         return list(self.patterns)
 
     def gens(self, name: str) -> set[int]:
+        if name == "policies":  # an array: the slot's value says its generation
+            return {layout.Policy.from_buffer_copy(v).gen for v in self.maps.get(name, {}).values()}
         return {
             int.from_bytes(k[4:8] if name in LPM else k[:4], "little")
             for k in self.maps.get(name, {})
@@ -64,7 +75,7 @@ def tables(pid: int = 0) -> PolicyTables:
 
 def test_apply_then_reapply_keeps_only_the_new_generation() -> None:
     io = DictMaps()
-    swap = GenerationSwap(io, grace_s=0)
+    swap = GenerationSwap(io)
     g1 = swap.apply([tables()], host_policy=0, fill_scopes=lambda s: s.add(77, 0))
     assert g1 == 1 and io.state.active_gen == 1
     g2 = swap.apply([tables()], host_policy=None, fill_scopes=lambda s: s.add(78, 0))
@@ -76,7 +87,7 @@ def test_apply_then_reapply_keeps_only_the_new_generation() -> None:
 
 def test_scopes_are_written_while_the_generation_is_pending() -> None:
     io = DictMaps()
-    swap = GenerationSwap(io, grace_s=0)
+    swap = GenerationSwap(io)
     seen: list[tuple[int, int]] = []
 
     def fill(sink: ScopeSink) -> None:
@@ -91,7 +102,7 @@ def test_scopes_are_written_while_the_generation_is_pending() -> None:
 
 def test_failure_leaves_the_running_generation_untouched() -> None:
     io = DictMaps()
-    swap = GenerationSwap(io, grace_s=0)
+    swap = GenerationSwap(io)
     swap.apply([tables()], 0, lambda s: s.add(9, 0))
     before = {n: dict(m) for n, m in io.maps.items()}
     io.fail_on = "uids"
@@ -104,7 +115,7 @@ def test_failure_leaves_the_running_generation_untouched() -> None:
 
 def test_failing_scope_walk_rolls_back_kernel_added_scopes() -> None:
     io = DictMaps()
-    swap = GenerationSwap(io, grace_s=0)
+    swap = GenerationSwap(io)
     swap.apply([tables()], 0, lambda s: None)
 
     def fill(sink: ScopeSink) -> None:
@@ -119,7 +130,7 @@ def test_failing_scope_walk_rolls_back_kernel_added_scopes() -> None:
 
 def test_patterns_use_free_slots_and_old_ones_are_cleared() -> None:
     io = DictMaps()
-    swap = GenerationSwap(io, grace_s=0)
+    swap = GenerationSwap(io)
     pat = UnitPattern(parent_id=0, prefix="docker-", suffix=".scope", policy=0)
     swap.apply([tables()], None, lambda s: None, patterns=[pat])
     swap.apply([tables()], None, lambda s: None, patterns=[pat, pat])
@@ -146,7 +157,7 @@ def test_every_map_the_swap_touches_exists_in_the_programs() -> None:
             super().update(name, key, value)
 
     io = Recording()
-    swap = GenerationSwap(io, grace_s=0)
+    swap = GenerationSwap(io)
 
     def fill(sink: ScopeSink) -> None:
         sink.add_slice(3)
@@ -188,7 +199,7 @@ def test_the_adoption_key_covers_every_file_the_programs_include(tmp_path: Path)
 
 def test_a_policy_set_too_large_for_the_maps_is_refused_before_any_write() -> None:
     io = DictMaps()
-    swap = GenerationSwap(io, grace_s=0, capacities={"dst4": 4, "comms": 8})
+    swap = GenerationSwap(io, capacities={"dst4": 4, "comms": 8})
     big = tables()
     big.dst4.update({(0x0B000000 + i, 32): 1 for i in range(2)})  # 3 prefixes
     assert swap.apply([big], host_policy=0, fill_scopes=lambda s: None) == 1
@@ -204,3 +215,59 @@ def test_a_policy_set_too_large_for_the_maps_is_refused_before_any_write() -> No
         swap.apply([huge], host_policy=0, fill_scopes=lambda s: None)
     assert io.state.active_gen == 1 and io.state.pending_gen == 0
     assert {name: set(io.maps.get(name, {})) for name in ("dst4", "policies", "scopes")} == before
+
+
+def test_a_generation_never_writes_the_half_of_the_policies_hooks_read() -> None:
+    """The policies array has one half per generation parity. A swap writes
+    only the half the running generation does not use, and only after an RCU
+    grace period that followed the last flip: no hook still holds the
+    generation that half belonged to. Failures, flips back and forth, and
+    clearing keep to it."""
+    io = DictMaps()
+    swap = GenerationSwap(io)
+    swap.apply([tables(0), tables(5)], host_policy=0, fill_scopes=lambda s: s.add(77, 5))
+    swap.apply([tables(0)], host_policy=0, fill_scopes=lambda s: None)
+    io.fail_on = "comms"
+    with pytest.raises(ApplyError):
+        swap.apply([tables(3)], host_policy=3, fill_scopes=lambda s: None)
+    io.fail_on = None
+    swap.apply([tables(3), tables(0)], host_policy=3, fill_scopes=lambda s: None)
+    swap.clear()
+
+    half = layout.MAX_POLICIES
+    active, grace_since_flip, slot_writes = 0, True, 0
+    for entry in io.log:
+        if entry.startswith("state "):
+            new_active = int(entry.split()[1].split("/")[0])
+            if new_active != active:
+                active, grace_since_flip = new_active, False
+        elif entry == "grace":
+            grace_since_flip = True
+        else:
+            slot = int(entry.split()[1])
+            slot_writes += 1
+            assert grace_since_flip, f"{entry} before a grace period after the flip to {active}"
+            if active:
+                assert slot // half != active % 2, f"{entry} is in generation {active}'s half"
+    assert slot_writes >= 8
+    assert io.gens("policies") == set(), "clear() left policy slots"
+
+
+def test_generations_alternate_parity_across_the_wrap() -> None:
+    from bouheki.kernel.generation import GEN_MAX, next_gen
+
+    for gen in (0, 1, 2, 77, GEN_MAX - 2, GEN_MAX - 1, GEN_MAX):
+        nxt = next_gen(gen)
+        assert nxt != 0
+        if gen:
+            assert nxt % 2 != gen % 2, (gen, nxt)
+    assert next_gen(GEN_MAX) == 2
+
+
+def test_policy_slots_are_written_with_their_generation() -> None:
+    io = DictMaps()
+    swap = GenerationSwap(io)
+    gen = swap.apply([tables(7)], host_policy=7, fill_scopes=lambda s: None)
+    (key,) = io.maps["policies"]
+    assert int.from_bytes(key, "little") == layout.policy_slot(gen, 7) == (gen % 2) * 1024 + 7
+    assert layout.Policy.from_buffer_copy(io.maps["policies"][key]).gen == gen

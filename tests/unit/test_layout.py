@@ -92,3 +92,20 @@ def test_enums_match_header() -> None:
     for group, enum in enums.items():
         c = {name: int(v) for g, name, v in defines if g == group}
         assert c == {m.name: m.value for m in enum}, group
+
+
+def test_policy_slot_matches_the_header(tmp_path: Path) -> None:
+    """layout.policy_slot is bh_policy_slot: the header's function, compiled
+    and run, gives the same slot for generations of both parities."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.skip("no C compiler on this machine")
+    cases = [(g, i) for g in (1, 2, 3, 0xFFFFFFFE, 0xFFFFFFFF) for i in (0, 1, 511, 1023)]
+    calls = "".join(f'printf("%u\\n", bh_policy_slot({g}u, {i}u));\n' for g, i in cases)
+    (tmp_path / "s.c").write_text(
+        "#include <stdio.h>\n#include <linux/types.h>\n"
+        f'#include "{HEADER}"\nint main(void) {{\n{calls}return 0; }}\n'
+    )
+    subprocess.run([cc, "-o", str(tmp_path / "s"), str(tmp_path / "s.c")], check=True)
+    out = subprocess.run([str(tmp_path / "s")], check=True, capture_output=True, text=True)
+    assert [int(x) for x in out.stdout.split()] == [layout.policy_slot(g, i) for g, i in cases]

@@ -3,7 +3,8 @@ descriptor without libbcc.
 
 Only the short-lived compiler (kernel/compiler.py) loads bcc and its LLVM;
 the daemon works on the maps and links it pinned, through these few
-commands (include/uapi/linux/bpf.h: enum bpf_cmd and union bpf_attr).
+commands (include/uapi/linux/bpf.h: enum bpf_cmd and union bpf_attr), and
+membarrier(2) for the RCU grace period the generation swap waits for.
 """
 
 from __future__ import annotations
@@ -35,6 +36,21 @@ _NR_BPF = {
     "ppc64": 361,
     "s390x": 351,
 }
+
+# __NR_membarrier by architecture, as above.
+_NR_MEMBARRIER = {
+    "x86_64": 324,
+    "aarch64": 283,
+    "riscv64": 283,
+    "loongarch64": 283,
+    "i386": 375,
+    "i686": 375,
+    "armv7l": 389,
+    "ppc64le": 365,
+    "ppc64": 365,
+    "s390x": 356,
+}
+MEMBARRIER_CMD_GLOBAL = 1  # include/uapi/linux/membarrier.h
 
 _libc = ct.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -139,3 +155,19 @@ def map_info(fd: int) -> MapInfo:
     info = MapInfo()
     bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(bpf_fd=fd, info_len=ct.sizeof(info), info=_addr(info)))
     return info
+
+
+def rcu_grace_period() -> None:
+    """Return once every BPF program that was running has finished.
+
+    Non-sleepable BPF programs (the LSM hooks here) run inside an RCU
+    read-side section (bpf_trampoline's __bpf_prog_enter takes
+    rcu_read_lock), and membarrier(MEMBARRIER_CMD_GLOBAL) is
+    synchronize_rcu() (kernel/sched/membarrier.c). Raises OSError: EINVAL
+    on a nohz_full kernel, EPERM under a seccomp filter without it."""
+    nr = _NR_MEMBARRIER.get(platform.machine())
+    if nr is None:
+        raise OSError(errno_mod.ENOSYS, f"membarrier(2): no number for {platform.machine()}")
+    if _syscall(ct.c_long(nr), ct.c_int(MEMBARRIER_CMD_GLOBAL), ct.c_uint(0)) < 0:
+        err = ct.get_errno()
+        raise OSError(err, f"membarrier: {os.strerror(err)}")

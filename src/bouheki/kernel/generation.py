@@ -3,12 +3,17 @@
 A hook reads state.active_gen once and uses it for every lookup, so it sees
 the old or the new policy, never a mix. A failure while writing leaves the
 running generation untouched and removes what was written.
+
+The policies live in an array, one half per generation parity, so each
+generation overwrites the slots of the one before the running one. Before
+that and before deleting the old generation, the swap waits for an RCU grace
+period (MapIO.wait_for_readers): no hook still holds a generation whose
+entries are about to change.
 """
 
 from __future__ import annotations
 
 import ctypes as ct
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +34,7 @@ class MapIO(Protocol):
     def read_state(self) -> layout.State: ...
     def read_patterns(self) -> list[layout.Pattern]: ...
     def write_state(self, state: layout.State) -> None: ...
+    def wait_for_readers(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,9 @@ class ScopeSink:
 
 
 def next_gen(gen: int) -> int:
-    return 1 if gen >= GEN_MAX else gen + 1
+    """The generation after gen, of the other parity (the policies array's
+    halves alternate): after GEN_MAX (odd) comes 2, not 1."""
+    return 2 if gen >= GEN_MAX else gen + 1
 
 
 # What each map holds, for messages.
@@ -112,16 +120,11 @@ def needed_entries(tables: Iterable[PolicyTables]) -> Counter[str]:
 
 
 class GenerationSwap:
-    def __init__(
-        self, io: MapIO, grace_s: float = 0.05, capacities: Mapping[str, int] | None = None
-    ) -> None:
+    def __init__(self, io: MapIO, capacities: Mapping[str, int] | None = None) -> None:
         """capacities: max_entries of the maps, to refuse a policy set that
         cannot fit before writing any of it."""
         self.io = io
         self.capacities = dict(capacities or {})
-        # Hooks already running may still read the old generation: wait
-        # before deleting it. BPF LSM programs run for microseconds.
-        self.grace_s = grace_s
         self._live: list[tuple[str, ct.Structure]] | None = None  # keys of the active gen
 
     @property
@@ -145,6 +148,10 @@ class GenerationSwap:
         written: list[tuple[str, ct.Structure]] = []
         state.pending_gen = gen
         self.io.write_state(state)
+        # The slots gen writes were the generation before old's: a
+        # predecessor that died between its flip and its grace period may
+        # have left a hook on it.
+        self.io.wait_for_readers()
         try:
             for t in tables:
                 for name, key, value in pack.entries(gen, t):
@@ -173,7 +180,7 @@ class GenerationSwap:
         self.io.write_state(state)
 
         if old:
-            time.sleep(self.grace_s)
+            self.io.wait_for_readers()  # hooks still on old finish first
             if self._live is not None:
                 self._delete(self._live)
             else:
@@ -190,6 +197,7 @@ class GenerationSwap:
         state.active_gen = 0
         state.pending_gen = 0
         self.io.write_state(state)
+        self.io.wait_for_readers()
         if self._live is not None:
             self._delete(self._live)
         self._delete_scopes_of(old)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ctypes as ct
 
 from ..common.units import PATTERN_LEN, UNIT_NAME_LEN
-from ..policy.tables import COMM_LEN
+from ..policy.tables import COMM_LEN, MAX_POLICIES
 
 
 class State(ct.Structure):
@@ -24,10 +24,6 @@ class ScopeKey(ct.Structure):
 
 class ScopeVal(ct.Structure):
     _fields_ = [("policy", ct.c_uint32), ("flags", ct.c_uint32)]
-
-
-class PolicyKey(ct.Structure):
-    _fields_ = [("gen", ct.c_uint32), ("policy", ct.c_uint32)]
 
 
 class Policy(ct.Structure):
@@ -48,7 +44,21 @@ class Policy(ct.Structure):
         ("gid_varies", ct.c_uint64),
         ("flags", ct.c_uint32),
         ("default_action", ct.c_uint32),
+        ("gen", ct.c_uint32),
+        ("pad", ct.c_uint32),
     ]
+
+
+def policy_slot(gen: int, policy_id: int) -> int:
+    """bh_policy_slot: policy_id's slot in the policies array for generation
+    gen, one half of the array per parity."""
+    return (gen & 1) * MAX_POLICIES + policy_id
+
+
+class PolicySlot(ct.Structure):
+    """The policies array's key (an int), as a structure like every other key."""
+
+    _fields_ = [("slot", ct.c_uint32)]
 
 
 class Dst4Key(ct.Structure):
@@ -186,7 +196,6 @@ C_NAMES: dict[str, type[ct.Structure]] = {
     "bh_state": State,
     "bh_scope_key": ScopeKey,
     "bh_scope_val": ScopeVal,
-    "bh_policy_key": PolicyKey,
     "bh_policy": Policy,
     "bh_dst4_key": Dst4Key,
     "bh_dst6_key": Dst6Key,

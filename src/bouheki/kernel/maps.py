@@ -7,10 +7,17 @@ from __future__ import annotations
 import contextlib
 import ctypes as ct
 import errno as errno_mod
+import logging
+import os
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from . import bpfsys, layout
+
+log = logging.getLogger(__name__)
+
+FALLBACK_GRACE_S = 0.05
 
 MAP_NAMES = (
     "state",
@@ -28,8 +35,8 @@ MAP_NAMES = (
     "slices",
     "learned",
 )
+# The hash and LPM maps, by key type: what scanning for a generation walks.
 _KEYS: dict[str, type[ct.Structure]] = {
-    "policies": layout.PolicyKey,
     "dst4": layout.Dst4Key,
     "dst6": layout.Dst6Key,
     "ports": layout.PortKey,
@@ -46,6 +53,7 @@ _KEYS: dict[str, type[ct.Structure]] = {
 class Maps:
     def __init__(self, programs: Any) -> None:
         self._fds = {n: programs.map_fd(n) for n in MAP_NAMES}
+        self._grace_refused = False
 
     def update(self, name: str, key: ct.Structure, value: ct.Structure | ct.c_uint64) -> None:
         try:
@@ -56,8 +64,28 @@ class Maps:
             raise OSError(e.errno, f"update of map {name} failed: {e.strerror}{hint}") from None
 
     def delete(self, name: str, key: ct.Structure) -> None:
+        if name == "policies":  # an array: its slots are cleared, not deleted
+            self.update(name, key, layout.Policy())
+            return
         with contextlib.suppress(FileNotFoundError):  # a missing key is fine
             bpfsys.delete(self._fds[name], key)
+
+    def wait_for_readers(self) -> None:
+        """Return once no hook can still be reading what it looked up before
+        the call: an RCU grace period (bpfsys.rcu_grace_period). Where the
+        kernel refuses that, or skips it (one CPU: membarrier does not wait
+        there, and a preemptible kernel may preempt a hook), a pause that a
+        hook's few microseconds fit in many thousand times."""
+        try:
+            if os.sysconf("SC_NPROCESSORS_ONLN") > 1:
+                bpfsys.rcu_grace_period()
+                return
+        except OSError as e:
+            if not self._grace_refused:
+                log.warning("no RCU grace period (%s): policy swaps pause %g s instead",
+                            e.strerror, FALLBACK_GRACE_S)  # fmt: skip
+            self._grace_refused = True
+        time.sleep(FALLBACK_GRACE_S)
 
     def _keys(self, name: str) -> Iterator[ct.Structure]:
         kt = _KEYS[name]
@@ -76,6 +104,12 @@ class Maps:
             for k in list(self._keys(name)):
                 if k.gen == gen:  # type: ignore[attr-defined]
                     yield name, k
+        for pid in range(layout.MAX_POLICIES):
+            slot = layout.PolicySlot(layout.policy_slot(gen, pid))
+            p = layout.Policy()
+            bpfsys.lookup(self._fds["policies"], slot, p)
+            if p.gen == gen:
+                yield "policies", slot
 
     def learned(self) -> list[tuple[layout.LearnKey, layout.LearnVal]]:
         """Every entry of the learned map (bounded by its max_entries)."""

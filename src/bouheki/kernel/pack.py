@@ -16,8 +16,9 @@ def _mask(v: int) -> ct.c_uint64:
     return ct.c_uint64(v)
 
 
-def policy_value(t: PolicyTables) -> layout.Policy:
+def policy_value(gen: int, t: PolicyTables) -> layout.Policy:
     return layout.Policy(
+        gen=gen,
         allow_bits=t.allow_bits,
         valid_bits=t.valid_bits,
         dst_default=t.dst_default,
@@ -40,7 +41,7 @@ def policy_value(t: PolicyTables) -> layout.Policy:
 def entries(gen: int, t: PolicyTables) -> Iterator[Entry]:
     """(map name, key, value) for every entry of one policy in generation gen."""
     pid = t.policy_id
-    yield "policies", layout.PolicyKey(gen=gen, policy=pid), policy_value(t)
+    yield "policies", layout.PolicySlot(layout.policy_slot(gen, pid)), policy_value(gen, t)
     for (addr, plen), mask in t.dst4.items():
         k4 = layout.Dst4Key(prefixlen=LPM_SCOPE_BITS + plen, gen=gen, policy=pid)
         k4.addr[:] = ipaddress.IPv4Address(addr).packed

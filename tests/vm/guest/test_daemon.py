@@ -332,3 +332,56 @@ def test_the_daemon_does_not_carry_bcc_or_llvm(daemon: None) -> None:
     }
     assert carried == set()
     assert "bouheki" in maps or "python3" in maps  # the right process was read
+
+
+def policy_slots() -> dict[int, int]:
+    """slot -> generation of every written slot of the pinned policies array."""
+    from bouheki.kernel import bpfsys, layout
+
+    path = next(Path("/sys/fs/bpf/bouheki").glob("*/maps/policies"))
+    fd = bpfsys.obj_get(str(path))
+    try:
+        out = {}
+        for slot in range(2 * layout.MAX_POLICIES):
+            p = layout.Policy()
+            bpfsys.lookup(fd, layout.PolicySlot(slot), p)
+            if p.gen:
+                out[slot] = int(p.gen)
+        return out
+    finally:
+        os.close(fd)
+
+
+def test_reloads_alternate_the_policies_halves_after_a_grace_period(daemon: None) -> None:
+    """Each reload writes its policies into the half of the array that the
+    generation in force does not use, and clears the old half once no hook
+    can read it: the array holds only the generation in force, one slot
+    per policy, in its parity's half. The grace period is the kernel's
+    (membarrier passes the unit's system call filter): no fallback pause."""
+    from bouheki.kernel import layout
+
+    since = time.strftime("%Y-%m-%d %H:%M:%S")
+    (UNITS / "bh-halves-a.service.toml").write_text(DENY_71)
+    (UNITS / "bh-halves-b.service.toml").write_text(DENY_71)
+    try:
+        seen_halves = set()
+        for _ in range(3):
+            assert reload().returncode == 0
+            gen = generation()
+            slots = policy_slots()
+            assert set(slots.values()) == {gen}, slots
+            halves = {slot // layout.MAX_POLICIES for slot in slots}
+            assert halves == {gen % 2}, (gen, slots)
+            npolicies = len(json.loads(sh("bouhekictl", "--json", "policies").stdout))
+            assert len(slots) == npolicies, (slots, npolicies)
+            seen_halves |= halves
+        assert seen_halves == {0, 1}
+        assert curl_in("bh-halves-a.service", "http://10.0.1.71/") == 7
+        assert curl_in("bh-halves-a.service", "http://10.0.1.1/") == 0
+    finally:
+        (UNITS / "bh-halves-a.service.toml").unlink()
+        (UNITS / "bh-halves-b.service.toml").unlink()
+        assert reload().returncode == 0
+    sh("journalctl", "--sync")
+    logged = sh("journalctl", "-u", "bouheki", "-o", "cat", "--no-pager", "--since", since).stdout
+    assert "no RCU grace period" not in logged, logged
