@@ -625,9 +625,11 @@ def host_policy_stats(
 def phase_pieces(k: Knobs, res: Results, state: dict[str, Any]) -> None:
     """What each piece of a judging program costs alone (bench/pieces.py):
     one LSM program per piece, attached alone in turn, the connect loop to
-    the closed port in (a)'s unit, the kernel's run_time_ns / run_cnt. The
+    the closed port in (b)'s unit, the kernel's run_time_ns / run_cnt. The
     pieces are shuffled within each round; a piece's cost is its ns per call
-    minus the floor's of the same round."""
+    minus the floor's of the same round. bouheki's own socket_connect takes
+    its turn among them (judging by (b)'s policy), so that the whole program
+    and its pieces are priced by the same loop."""
     import random
 
     import pieces
@@ -636,8 +638,9 @@ def phase_pieces(k: Knobs, res: Results, state: dict[str, Any]) -> None:
     from bouheki.kernel import btf
     from bouheki.kernel.loader import MapSizes
 
-    if state.get("lsm") is not None:
-        state["lsm"].set(False)  # bouheki's own programs: not while the pieces run
+    lsm = state.get("lsm")
+    if lsm is not None:
+        lsm.set(False)  # bouheki's own programs: only in their turn
     cflags = [f"-I{SRC / 'bpf'}", "-Wno-macro-redefined", *MapSizes().cflags(), *btf.cflags()]
     prefixes = policies.prefixes(k.large)
     loaded: dict[str, tuple[Any, int]] = {}
@@ -653,6 +656,10 @@ def phase_pieces(k: Knobs, res: Results, state: dict[str, Any]) -> None:
         pieces.fill(b, prefixes if "dst4" in body else [])
         loaded[name] = (b, pid)
     log(f"pieces: {len(loaded)} programs loaded")
+    what = {name: what for name, (what, _) in pieces.PIECES.items()}
+    if lsm is not None:
+        loaded["bouheki"] = (None, lsm_prog_ids()["socket_connect"])
+        what["bouheki"] = "bouheki's socket_connect, whole, judging by (b)'s policy"
     ns: dict[str, list[float]] = {name: [] for name in loaded}
     extra: dict[str, list[float]] = {name: [] for name in loaded}
     sh("sysctl", "-q", "-w", "kernel.bpf_stats_enabled=1")
@@ -663,28 +670,35 @@ def phase_pieces(k: Knobs, res: Results, state: dict[str, Any]) -> None:
             got = {}
             for name in order:
                 b, pid = loaded[name]
-                b.attach_lsm("socket_connect")
+                if b is None:
+                    lsm.set(True)  # type: ignore[union-attr]
+                else:
+                    b.attach_lsm("socket_connect")
                 try:
                     before = prog_stats([pid])[pid]
-                    data = run_loop(UNIT["a"], k.stats_n, [CLOSED_PORT])
+                    data = run_loop(UNIT["b"], k.stats_n, [CLOSED_PORT])
                     after = prog_stats([pid])[pid]
                 finally:
-                    b.detach_lsm("socket_connect")
-                check_runs("a", data)
+                    if b is None:
+                        lsm.set(False)  # type: ignore[union-attr]
+                    else:
+                        b.detach_lsm("socket_connect")
+                check_runs("b", data)
                 rt, cnt = after[0] - before[0], after[1] - before[1]
                 got[name] = rt / cnt if cnt else 0.0
             for name, v in got.items():
                 ns[name].append(v)
                 extra[name].append(v - got["floor"])
             log("pieces round " + str(rnd + 1) + ": "
-                + ", ".join(f"{n} {got[n]:.0f}" for n in pieces.PIECES))  # fmt: skip
+                + ", ".join(f"{n} {got[n]:.0f}" for n in loaded))  # fmt: skip
     finally:
         sh("sysctl", "-q", "-w", "kernel.bpf_stats_enabled=0")
         for b, _ in loaded.values():
-            b.cleanup()
+            if b is not None:
+                b.cleanup()
     res.put("pieces", {
         "n": k.stats_n,
-        "what": {name: what for name, (what, _) in pieces.PIECES.items()},
+        "what": what,
         "ns_per_call": {name: summarise(v) for name, v in ns.items()},
         "over_floor": {name: summarise(v) for name, v in extra.items()},
     })  # fmt: skip

@@ -171,6 +171,35 @@ def connect_section(data: dict[str, Any]) -> list[str]:
             "statistics on, every program run also pays two clock reads.)",
             "",
         ]
+    lines += host_policy_lines(c.get("host_policy"), a_mean_us(data))
+    return lines
+
+
+def host_policy_lines(h: Optional[dict[str, Any]], a_us: float) -> list[str]:
+    """(h): (c)'s policy as the host policy, against (b) in the same runs."""
+    if not h:
+        return []
+    ns = h["ns_per_call"]
+    ap = h["apply_s"]
+    lines = [
+        "#### (h) the same 100,000 prefixes and 60 rules as the host policy",
+        "",
+        "(c)'s policy as the `[host]` table of bouheki.toml (beside (b)'s unit policy), judging "
+        "(a)'s unit, which has no policy of its own: the scope lookup misses, the walk up the "
+        "cgroup's ancestors misses, the host's entry decides. Shown to block "
+        f"{h['blocked_check']['addr']} in (a)'s unit ({h['blocked_check']['outcome']}); applied "
+        f"in {ap['parse']:.0f} s parse, {ap['compile']:.0f} s compile, {ap['write']:.0f} s "
+        f"write. bouheki's socket_connect, ns per call, {ns['h'].get('n', 0)} runs alternating "
+        "with (b):",
+        "",
+        "| | ns per call | share of a connect in (a) |",
+        "|---|---|---|",
+    ]
+    for x, label in (("b", "(b) unit policy, 10 prefixes"), ("h", "(h) host policy")):
+        v = med(ns[x]) or 0.0
+        share = f"{100 * v / 1e3 / a_us:.1f}%" if a_us else "—"
+        lines.append(f"| {label} | {spread(ns[x], '{:.0f}')} | {share} |")
+    lines.append("")
     return lines
 
 
@@ -185,7 +214,7 @@ def pieces_section(data: dict[str, Any]) -> list[str]:
         "Each piece of a judging program alone in an LSM program on socket_connect, on maps "
         "declared as bouheki declares them (the LPM trie holds the benchmark's "
         f"{data.get('connect', {}).get('large_prefixes', 100_000):,} prefixes), attached "
-        f"alone in turn for {p['n']:,} connects to the closed port in (a)'s unit; "
+        f"alone in turn for {p['n']:,} connects to the closed port in (b)'s unit; "
         f"{per['floor'].get('n', 0)} rounds, shuffled. ns per call, and over the floor of the "
         "same round.",
         "",
@@ -195,7 +224,11 @@ def pieces_section(data: dict[str, Any]) -> list[str]:
     for name, what in p["what"].items():
         lines.append(f"| {what} | {spread(per[name], '{:.0f}')} | "
                      f"{spread(over[name], '{:.0f}') if name != 'floor' else ''} |")  # fmt: skip
-    parts = [n for n in p["what"] if n not in ("floor", "b_path", "cred", "comm")]
+    parts = [
+        n
+        for n in p["what"]
+        if n not in ("floor", "b_path", "cred", "comm", "policy_hash", "bouheki")
+    ]
     summed = sum(med(over[n]) or 0 for n in parts)
     lines += [
         "",
@@ -336,6 +369,16 @@ def startup_section(data: dict[str, Any]) -> list[str]:
             f"{spread(bare.get('unit_peak'), '{:.0f}', 2**-20)} | |"
         )
     lines.append("")
+    big = s.get("reload_100k")
+    if big:
+        lines += [
+            f"The daemon once more, then a unit policy of {big['prefixes']:,} prefixes added and "
+            f"applied with `bouhekictl reload` ({big['reload_s']:.0f} s): RSS "
+            f"{mib(big['rss_before'])} MiB before, **{mib(big['rss_after'])} MiB after**, peak "
+            f"(VmHWM) {mib(big['peak_rss'])} MiB during it; {mib(big['rss_after_back'])} MiB after "
+            "a reload back to the shipped configuration.",
+            "",
+        ]
     bd = s.get("breakdown_s")
     if bd:
         parts = ", ".join(
@@ -417,6 +460,29 @@ def program_targets(data: dict[str, Any]) -> list[tuple[str, str, Optional[bool]
                 f"daemon RSS after start ≤ {TARGET_RSS_MIB} MiB",
                 mib_ <= TARGET_RSS_MIB,
                 f"{mib_:.0f} MiB",
+            )
+        )
+    after = data.get("startup", {}).get("reload_100k")
+    if after:
+        mib_ = after["rss_after"] / 2**20
+        rows.append(
+            (
+                "rss_reload",
+                f"daemon RSS after a {after['prefixes']:,}-prefix reload ≤ {TARGET_RSS_MIB} MiB",
+                mib_ <= TARGET_RSS_MIB,
+                f"{mib_:.0f} MiB (peak {after['peak_rss'] / 2**20:.0f} MiB during the reload)",
+            )
+        )
+    h = data.get("connect", {}).get("host_policy")
+    if h and a_us:
+        hv = (med(h["ns_per_call"]["h"]) or 0) / 1e3
+        share = 100 * hv / a_us
+        rows.append(
+            (
+                "share_host",
+                f"the host policy's programs ≤ {TARGET_SHARE}% of a connect",
+                share <= TARGET_SHARE,
+                f"{share:.1f}% ({hv:.1f} of {a_us:.0f} µs)",
             )
         )
     big = data.get("reload", {}).get("sizes", {})

@@ -271,3 +271,18 @@ def test_policy_slots_are_written_with_their_generation() -> None:
     (key,) = io.maps["policies"]
     assert int.from_bytes(key, "little") == layout.policy_slot(gen, 7) == (gen % 2) * 1024 + 7
     assert layout.Policy.from_buffer_copy(io.maps["policies"][key]).gen == gen
+
+
+def test_the_key_log_gives_back_every_key_it_packed() -> None:
+    from bouheki.kernel.generation import KeyLog
+
+    log = KeyLog()
+    keys = [("dst4", layout.Dst4Key(prefixlen=96, gen=3, policy=i)) for i in range(500)]
+    keys += [("policies", layout.PolicySlot(7)), ("scopes", layout.ScopeKey(gen=3, cgroup_id=9))]
+    for entry in keys:
+        log.append(entry)
+    assert [(n, bytes(k)) for n, k in log] == [(n, bytes(k)) for n, k in keys]
+    assert [type(k) for _, k in log] == [type(k) for _, k in keys]
+    assert log.counts() == {"dst4": 500, "policies": 1, "scopes": 1}
+    with pytest.raises(TypeError):
+        log.append(("dst4", layout.ScopeKey()))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ctypes as ct
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -60,13 +60,42 @@ class ApplyError(RuntimeError):
     """The new generation could not be written; the running one still enforces."""
 
 
+class KeyLog:
+    """The keys written for one generation, packed: per map, its key type and
+    the keys' bytes end to end. A generation of 100,000 prefixes is kept in
+    a few MB instead of the ~16 MB the key structures would take, for as
+    long as it is in force (its keys are what the next swap deletes)."""
+
+    def __init__(self) -> None:
+        self._maps: dict[str, tuple[type[ct.Structure], bytearray]] = {}
+
+    def append(self, entry: tuple[str, ct.Structure]) -> None:
+        name, key = entry
+        kind = type(key)
+        if name not in self._maps:
+            self._maps[name] = (kind, bytearray())
+        known, packed = self._maps[name]
+        if kind is not known:
+            raise TypeError(f"map {name}: key {kind.__name__}, not {known.__name__}")
+        packed += bytes(key)
+
+    def __iter__(self) -> Iterator[tuple[str, ct.Structure]]:
+        for name, (kind, packed) in list(self._maps.items()):
+            size = ct.sizeof(kind)
+            for off in range(0, len(packed), size):
+                yield name, kind.from_buffer_copy(packed, off)
+
+    def counts(self) -> Counter[str]:
+        return Counter({name: len(p) // ct.sizeof(k) for name, (k, p) in self._maps.items()})
+
+
 class ScopeSink:
     """Receives cgroup -> policy assignments while the new generation is pending.
     Writes go straight to the kernel, so a cgroup walk that writes a parent
     before listing its children cannot miss a child created meanwhile: the
     cgroup_mkdir program copies the parent's pending entry to it."""
 
-    def __init__(self, io: MapIO, gen: int, written: list[tuple[str, ct.Structure]]) -> None:
+    def __init__(self, io: MapIO, gen: int, written: KeyLog) -> None:
         self._io = io
         self._gen = gen
         self._written = written
@@ -125,7 +154,7 @@ class GenerationSwap:
         cannot fit before writing any of it."""
         self.io = io
         self.capacities = dict(capacities or {})
-        self._live: list[tuple[str, ct.Structure]] | None = None  # keys of the active gen
+        self._live: KeyLog | None = None  # keys of the active gen
 
     @property
     def active_gen(self) -> int:
@@ -145,7 +174,7 @@ class GenerationSwap:
         state = self.io.read_state()
         old = int(state.active_gen)
         gen = next_gen(old)
-        written: list[tuple[str, ct.Structure]] = []
+        written = KeyLog()
         state.pending_gen = gen
         self.io.write_state(state)
         # The slots gen writes were the generation before old's: a
@@ -210,7 +239,7 @@ class GenerationSwap:
         not known without a scan; the write itself then reports a full map.)"""
         if not self.capacities:
             return
-        live = Counter(name for name, _ in self._live or ())
+        live = self._live.counts() if self._live is not None else Counter()
         for name, need in sorted(needed_entries(tables).items()):
             cap = self.capacities.get(name)
             if cap is None or need + live[name] <= cap:
@@ -248,7 +277,7 @@ class GenerationSwap:
             if p.gen == gen:
                 self.io.update("patterns", ct.c_int(i), layout.Pattern())  # type: ignore[arg-type]
 
-    def _delete(self, keys: list[tuple[str, ct.Structure]]) -> None:
+    def _delete(self, keys: Iterable[tuple[str, ct.Structure]]) -> None:
         for name, key in keys:
             self.io.delete(name, key)
 
