@@ -639,8 +639,21 @@ def phase_pieces(k: Knobs, res: Results, state: dict[str, Any]) -> None:
     from bouheki.kernel.loader import MapSizes
 
     lsm = state.get("lsm")
-    if lsm is not None:
-        lsm.set(False)  # bouheki's own programs: only in their turn
+    if lsm is None:  # the phase alone: bouheki's programs with (b)'s policy
+        from bouheki.config import loader
+        from bouheki.kernel import loader as kloader
+        from bouheki.kernel.enforcer import Enforcer
+        from bouheki.policy.assemble import compile_policy_set
+        from bouheki.policy.env import Environment
+
+        enforcer = Enforcer(kloader.load())
+        state["programs"], state["enforcer"] = enforcer.programs, enforcer
+        main = write_conf({"bench-b.service.toml": policies.small_policy(10)})
+        enforcer.apply(compile_policy_set(loader.load(main, [CONF]), Environment()))
+        lsm = state["lsm"] = Lsm(enforcer.programs)
+    # Before the pieces load: their programs are called socket_connect too.
+    bouheki_id = lsm_prog_ids()["socket_connect"]
+    lsm.set(False)  # bouheki's own programs: only in their turn
     cflags = [f"-I{SRC / 'bpf'}", "-Wno-macro-redefined", *MapSizes().cflags(), *btf.cflags()]
     prefixes = policies.prefixes(k.large)
     loaded: dict[str, tuple[Any, int]] = {}
@@ -657,9 +670,8 @@ def phase_pieces(k: Knobs, res: Results, state: dict[str, Any]) -> None:
         loaded[name] = (b, pid)
     log(f"pieces: {len(loaded)} programs loaded")
     what = {name: what for name, (what, _) in pieces.PIECES.items()}
-    if lsm is not None:
-        loaded["bouheki"] = (None, lsm_prog_ids()["socket_connect"])
-        what["bouheki"] = "bouheki's socket_connect, whole, judging by (b)'s policy"
+    loaded["bouheki"] = (None, bouheki_id)
+    what["bouheki"] = "bouheki's socket_connect, whole, judging by (b)'s policy"
     ns: dict[str, list[float]] = {name: [] for name in loaded}
     extra: dict[str, list[float]] = {name: [] for name in loaded}
     sh("sysctl", "-q", "-w", "kernel.bpf_stats_enabled=1")
@@ -671,7 +683,7 @@ def phase_pieces(k: Knobs, res: Results, state: dict[str, Any]) -> None:
             for name in order:
                 b, pid = loaded[name]
                 if b is None:
-                    lsm.set(True)  # type: ignore[union-attr]
+                    lsm.set(True)
                 else:
                     b.attach_lsm("socket_connect")
                 try:
@@ -680,12 +692,14 @@ def phase_pieces(k: Knobs, res: Results, state: dict[str, Any]) -> None:
                     after = prog_stats([pid])[pid]
                 finally:
                     if b is None:
-                        lsm.set(False)  # type: ignore[union-attr]
+                        lsm.set(False)
                     else:
                         b.detach_lsm("socket_connect")
                 check_runs("b", data)
                 rt, cnt = after[0] - before[0], after[1] - before[1]
-                got[name] = rt / cnt if cnt else 0.0
+                if cnt < k.stats_n:
+                    raise RuntimeError(f"piece {name}: {cnt} calls for {k.stats_n} connects")
+                got[name] = rt / cnt
             for name, v in got.items():
                 ns[name].append(v)
                 extra[name].append(v - got["floor"])
