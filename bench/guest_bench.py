@@ -18,10 +18,12 @@ reload   parse, compile and map-write times for 1k, 10k, 100k prefixes, and
          kernel counters around an apply).
 startup  time to READY=1 and RSS: bouheki.service next to a bare bcc script
          loading the same program with the same flags, interleaved.
+footprint the daemon's RSS after reloads that add and remove a unit policy
+         of 100k prefixes.
 flood    one process doing blocked connects for 10 s against the running
          daemon: attempts, events received, dropped, journal entries, CPU, RSS.
 
-Knobs (tests/vm/run --env NAME=VALUE): BENCH_PHASES=connect,pieces,reload,startup,flood
+Knobs (tests/vm/run --env NAME=VALUE): BENCH_PHASES=connect,pieces,reload,startup,footprint,flood
 and BENCH_QUICK=1 (small sizes and few repeats, to try the machinery).
 """
 
@@ -882,45 +884,51 @@ def phase_startup(k: Knobs, res: Results, state: dict[str, Any]) -> None:
         for key in ("ready_s", "rss")
     }  # fmt: skip
     res.put("startup", out)
-    out["reload_100k"] = daemon_after_large_reload(k.large)
-    res.put("startup", out)
 
 
-def daemon_after_large_reload(size: int) -> dict[str, Any]:
-    """The daemon's RSS after a reload that adds a unit policy of `size`
-    prefixes, its peak (VmHWM) during that reload, and its RSS after a
-    reload back to the shipped configuration."""
+# -- phase: footprint -------------------------------------------------------------
+
+
+def phase_footprint(k: Knobs, res: Results, state: dict[str, Any]) -> None:
+    """The daemon's RSS with a large policy: after a reload that adds a
+    unit policy of k.large prefixes, its peak (VmHWM) over that reload,
+    after the same reload again (past generations must not stay), and after
+    a reload back to the shipped configuration."""
     policy = UNITS_ETC / "bench-r.service.toml"
-    sh("systemctl", "start", "bouheki")
+    sh("systemctl", "start", "bouheki", timeout=900)
     pid = int(unit_props("bouheki.service", "MainPID")["MainPID"])
+
+    def reload() -> tuple[float, dict[str, int]]:
+        _, t = timed(lambda: sh("bouhekictl", "--timeout", "900", "reload", timeout=900))
+        time.sleep(2)
+        return t, proc_status(pid)
+
     before = proc_status(pid)
     try:
         policy.parent.mkdir(parents=True, exist_ok=True)
-        policy.write_text(policies.prefix_policy(size))
-        _, t_reload = timed(lambda: sh("bouhekictl", "--timeout", "900", "reload", timeout=900))
-        time.sleep(2)
-        loaded = proc_status(pid)
+        policy.write_text(policies.prefix_policy(k.large))
+        t_reload, loaded = reload()
+        t_again, again = reload()
     finally:
         policy.unlink(missing_ok=True)
-    sh("bouhekictl", "--timeout", "900", "reload", timeout=900)
-    time.sleep(2)
-    back = proc_status(pid)
+    _, back = reload()
     if int(unit_props("bouheki.service", "MainPID")["MainPID"]) != pid:
-        raise RuntimeError("the daemon restarted during the large reload")
+        raise RuntimeError("the daemon restarted during the large reloads")
     sh("systemctl", "stop", "bouheki")
     out = {
-        "prefixes": size,
+        "prefixes": k.large,
         "reload_s": t_reload,
+        "reload_again_s": t_again,
         "rss_before": before["VmRSS"],
         "rss_after": loaded["VmRSS"],
         "peak_rss": loaded["VmHWM"],
+        "rss_after_again": again["VmRSS"],
+        "peak_rss_again": again["VmHWM"],
         "rss_after_back": back["VmRSS"],
     }
-    mib = {name: v["VmRSS"] / 2**20 for name, v in (("0", before), ("1", loaded), ("2", back))}
-    log(f"daemon and a {size:,}-prefix reload ({t_reload:.1f} s): RSS {mib['0']:.0f} -> "
-        f"{mib['1']:.0f} MiB (peak {loaded['VmHWM'] / 2**20:.0f}), {mib['2']:.0f} MiB after the "
-        "reload back")  # fmt: skip
-    return out
+    log("footprint: " + ", ".join(f"{key} {v / 2**20 if 'rss' in key else v:.1f}"
+                                  for key, v in out.items()))  # fmt: skip
+    res.put("footprint", out)
 
 
 # -- phase: flood -----------------------------------------------------------------
@@ -1066,7 +1074,8 @@ def meta(k: Knobs) -> dict[str, Any]:
 
 def main() -> int:
     k = Knobs.from_env()
-    phases = os.environ.get("BENCH_PHASES", "connect,pieces,reload,startup,flood").split(",")
+    default = "connect,pieces,reload,startup,footprint,flood"
+    phases = os.environ.get("BENCH_PHASES", default).split(",")
     WORK.mkdir(parents=True, exist_ok=True)
     res = Results(RESULTS / "bench.json")
     sh(str(SRC / "tests/vm/guest-install"))
@@ -1077,6 +1086,7 @@ def main() -> int:
     failed: list[str] = []
     durations: dict[str, float] = {}
     funcs = {"connect": phase_connect, "pieces": phase_pieces, "reload": phase_reload,
+             "footprint": phase_footprint,
              "startup": phase_startup, "flood": phase_flood}  # fmt: skip
     for name in phases:
         if name == "startup" and state.get("enforcer") is not None:

@@ -188,3 +188,26 @@ def test_learning_refuses_what_is_not_a_unit(engine: api.Engine) -> None:
     assert (seen.address, seen.protocol) == ("10.0.1.1", "tcp") and seen.allowed > 0
     _fields_are_plain(learned)
     assert asyncio.run(engine.forget_learned("nginx.service")) >= 0
+
+
+def test_the_engine_keeps_no_past_configuration(tmp_path: Path) -> None:
+    """After reloads, the parsed and compiled configurations of past
+    generations are gone: events of a past generation are named from a few
+    names kept apart (a 100,000-prefix configuration is ~100 MB in Python,
+    and the pipeline keeps 8 generations)."""
+    import gc
+    import weakref
+
+    (tmp_path / "units").mkdir()
+    main = tmp_path / "bouheki.toml"
+    main.write_text('[host.network]\ndeny = ["192.0.2.1"]\n')
+    (tmp_path / "units" / "nginx.service.toml").write_text('[network]\ndeny = ["10.0.1.71"]\n')
+    real = Engine(config=str(main), search_dirs=[str(tmp_path)], journal=Journal(send=_quiet))
+    real.enforcer = StandInEnforcer()  # type: ignore[assignment]
+    asyncio.run(real.reload())
+    assert real.running is not None
+    first = [weakref.ref(real.running.policy_set), weakref.ref(real.running.compiled)]
+    for _ in range(3):
+        asyncio.run(real.reload())
+    gc.collect()
+    assert [r() for r in first] == [None, None]

@@ -12,11 +12,13 @@ policy."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..common import api
 from ..common.units import UNIT_SUFFIXES
 from ..kernel.events import KernelEvent
+from ..policy.assemble import ScopeEntry
 from ..policy.tables import DEFAULT_RULE, REASON_WORDS, Origin, Reason, Verdict
 from ..units import cgroupfs
 from .environment import usec_now
@@ -24,6 +26,35 @@ from .exe_paths import ExePaths
 from .explain import VERDICT_WORDS
 from .journal import Journal
 from .running import Running
+
+
+@dataclass(frozen=True)
+class EventNames:
+    """A policy as its events name it: its name and its rules' origins."""
+
+    name: str
+    rule_count: int
+    origins: tuple[Origin, ...]  # index i: rule i; index rule_count: the default
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """What the events of one generation are named by: its policies by id,
+    and its scopes. Not the generation's whole Running record: a
+    configuration of 100,000 prefixes takes ~100 MB in Python, and
+    KEPT_GENERATIONS of them would stay for events that need a few names."""
+
+    policies: dict[int, EventNames]
+    scopes: tuple[ScopeEntry, ...]
+
+    @classmethod
+    def of(cls, running: Running) -> Attribution:
+        named = {
+            t.policy_id: EventNames(t.name, t.rule_count, tuple(t.origins))
+            for t in running.compiled.tables
+        }
+        return cls(named, tuple(running.compiled.scopes))
+
 
 # Generations whose policies events can still be attributed to (a reload
 # writes one; events are read within seconds).
@@ -64,14 +95,14 @@ class EventPipeline:
         self._unit_counts: dict[str, list[int]] = {}  # unit -> [blocked, would_block]
         self._cgroup_paths: dict[int, str] = {}
         self._counters_pending = False
-        self._generations: dict[int, Running] = {}
+        self._generations: dict[int, Attribution] = {}
         self._inherited: dict[int, dict[int, str]] = {}
 
     # -- what the engine tells it ---------------------------------------------
 
     def applied(self, generation: int, running: Running, covered: dict[int, str]) -> None:
         """A generation now in force, and the cgroup paths of its scopes."""
-        self._generations[generation] = running
+        self._generations[generation] = Attribution.of(running)
         while len(self._generations) > KEPT_GENERATIONS:
             del self._generations[next(iter(self._generations))]
         self._cgroup_paths = dict(covered)
@@ -147,14 +178,14 @@ class EventPipeline:
         if run is None:
             return ""
         # The compiler's scopes say it: a glob for a pattern or a template.
-        scopes = [s for s in run.compiled.scopes if s.policy_id == ev.policy_id]
+        scopes = [s for s in run.scopes if s.policy_id == ev.policy_id]
         if len(scopes) != 1 or scopes[0].glob is not None or scopes[0].unit.endswith(".slice"):
             return ""
         return scopes[0].unit
 
     def _log_event(self, ev: KernelEvent, unit: str) -> api.ConnectionEvent | None:
         run = self._generations.get(ev.gen)
-        t = run.tables(ev.policy_id) if run else None
+        t = run.policies.get(ev.policy_id) if run else None
         inherited = self._inherited.get(ev.gen, {}).get(ev.policy_id)
         policy = t.name if t else inherited or _foreign(ev)
         rule = ev.rule if ev.rule != DEFAULT_RULE else (t.rule_count if t else ev.rule)
