@@ -608,7 +608,8 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
     pieces = data.get("pieces", {}).get("over_floor", {})
 
     def piece(name: str) -> float:
-        return (med(pieces.get(name)) or 0.0) / 1e3
+        """µs over the floor; a piece cheaper than the floor's noise is 0."""
+        return max(0.0, (med(pieces.get(name)) or 0.0) / 1e3)
 
     if ("share" in missed or "prog_cd" in missed) and pieces:
         a_mean = a_mean_us(data)
@@ -659,7 +660,11 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
         out.append(
             f"- **daemon RSS after a {fp.get('prefixes', 0):,}-prefix reload**: "
             f"{mib(fp.get('rss_after', 0))} MiB, and {mib(fp.get('rss_after_again', 0))} MiB "
-            f"after the same reload again (section 5). What stays is the running configuration "
+            f"after the same reload again (section 5); its peak during that second reload, "
+            f"{mib(fp.get('peak_rss_again', 0))} MiB, is two configurations at once (the "
+            "running one stays in force while the new one is parsed and compiled), and after a "
+            f"reload back it is {mib(fp.get('rss_after_back', 0))} MiB (the allocator keeps part "
+            "of what was freed). What stays is the running configuration "
             "in Python, kept to explain decisions, name rules in events and recompile when a "
             "name's addresses change: measured on the host, a prefix takes ~730 bytes in the "
             "parsed policy (its `ipaddress` network ~430, its origin ~200, the item ~100) and "
