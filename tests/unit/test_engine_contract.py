@@ -85,13 +85,18 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[api.Engin
     if request.param == "fake":
         yield FakeEngine()
         return
+    yield real_engine(tmp_path)
+
+
+def real_engine(tmp_path: Path) -> Engine:
+    """The daemon's engine on a host policy and one unit policy, its kernel stood in for."""
     (tmp_path / "units").mkdir()
     main = tmp_path / "bouheki.toml"
     main.write_text('[host.network]\ndeny = ["192.0.2.1"]\n')
     (tmp_path / "units" / "nginx.service.toml").write_text('[network]\ndeny = ["10.0.1.71"]\n')
     real = Engine(config=str(main), search_dirs=[str(tmp_path)], journal=Journal(send=_quiet))
     real.enforcer = StandInEnforcer()  # type: ignore[assignment]
-    yield real
+    return real
 
 
 def _quiet(message: str, **fields: Any) -> None:
@@ -198,12 +203,7 @@ def test_the_engine_keeps_no_past_configuration(tmp_path: Path) -> None:
     import gc
     import weakref
 
-    (tmp_path / "units").mkdir()
-    main = tmp_path / "bouheki.toml"
-    main.write_text('[host.network]\ndeny = ["192.0.2.1"]\n')
-    (tmp_path / "units" / "nginx.service.toml").write_text('[network]\ndeny = ["10.0.1.71"]\n')
-    real = Engine(config=str(main), search_dirs=[str(tmp_path)], journal=Journal(send=_quiet))
-    real.enforcer = StandInEnforcer()  # type: ignore[assignment]
+    real = real_engine(tmp_path)
     asyncio.run(real.reload())
     assert real.running is not None
     first = [weakref.ref(real.running.policy_set), weakref.ref(real.running.compiled)]
