@@ -242,12 +242,6 @@ static __always_inline int bh_applies(struct bh_policy *p, struct bh_who *who, u
 		      bh_read_mntns(who) == host_mntns);
 }
 
-/* Which policy judges this process: that of the deepest of its cgroup and
- * the cgroup's ancestors with an entry, else the host's. Only cgroups that
- * carry a policy of their own (a unit's, a slice's) have an entry; what is
- * below them, a delegated subtree above all, is found by this walk. So no
- * process can grow the map: making cgroups costs the kernel nothing here,
- * and no table an unprivileged process fills decides who is judged. */
 /* Policy id's slot for generation gen, if that generation wrote it. */
 static __always_inline struct bh_policy *bh_policy_of(u32 gen, u32 id)
 {
@@ -260,6 +254,12 @@ static __always_inline struct bh_policy *bh_policy_of(u32 gen, u32 id)
 	return p && p->gen == gen ? p : NULL;
 }
 
+/* Which policy judges this process: that of the deepest of its cgroup and
+ * the cgroup's ancestors with an entry, else the host's. Only cgroups that
+ * carry a policy of their own (a unit's, a slice's) have an entry; what is
+ * below them, a delegated subtree above all, is found by this walk. So no
+ * process can grow the map: making cgroups costs the kernel nothing here,
+ * and no table an unprivileged process fills decides who is judged. */
 static __always_inline struct bh_policy *bh_scope(u32 gen, struct bh_who *who, u32 host_mntns,
 						  u32 *policy_id)
 {
