@@ -368,12 +368,28 @@ def write_conf(files: dict[str, str], main: str = "") -> Path:
     return CONF / "bouheki.toml"
 
 
-def phase_connect(k: Knobs, res: Results, state: dict[str, Any]) -> None:
+def apply_conf(
+    enforcer: Any, main: Path, previous: dict[str, int] | None = None
+) -> tuple[Any, dict[str, float]]:
+    """The daemon's reload path on the configuration at main, timed: parse,
+    compile, write. Returns the compiled set and the three times."""
     from bouheki.config import loader
-    from bouheki.kernel import loader as kloader
-    from bouheki.kernel.enforcer import Enforcer
     from bouheki.policy.assemble import compile_policy_set
     from bouheki.policy.env import Environment
+
+    ps, t_parse = timed(lambda: loader.load(main, [CONF]))
+    compiled, t_compile = timed(lambda: compile_policy_set(ps, Environment(), previous))
+    _, t_write = timed(lambda: enforcer.apply(compiled))
+    return compiled, {"parse": t_parse, "compile": t_compile, "write": t_write}
+
+
+def applied_times(times: dict[str, float]) -> str:
+    return ", ".join(f"{step} {s:.1f} s" for step, s in times.items())
+
+
+def phase_connect(k: Knobs, res: Results, state: dict[str, Any]) -> None:
+    from bouheki.kernel import loader as kloader
+    from bouheki.kernel.enforcer import Enforcer
 
     out: dict[str, Any] = {"n": k.n, "rounds": k.rounds, "large_prefixes": k.large}
     large_text, large_prefixes = policies.large_policy(k.large)
@@ -391,9 +407,7 @@ def phase_connect(k: Knobs, res: Results, state: dict[str, Any]) -> None:
     log(f"programs loaded in {t_load:.1f} s")
     enforcer = Enforcer(programs)
     state["programs"], state["enforcer"] = programs, enforcer
-    ps, t_parse = timed(lambda: loader.load(main, [CONF]))
-    compiled, t_compile = timed(lambda: compile_policy_set(ps, Environment()))
-    _, t_write = timed(lambda: enforcer.apply(compiled))
+    compiled, times = apply_conf(enforcer, main)
     state["compiled"] = compiled
     tables = {t.name: t for t in compiled.tables}
     c_tables = tables[UNIT["c"]]
@@ -403,8 +417,8 @@ def phase_connect(k: Knobs, res: Results, state: dict[str, Any]) -> None:
                len(t.comm) + len(t.exe) + len(t.uid) + len(t.gid)}
         for name, t in tables.items()
     }  # fmt: skip
-    out["apply_bc_s"] = {"parse": t_parse, "compile": t_compile, "write": t_write}
-    log(f"(b)+(c) applied: parse {t_parse:.1f} s, compile {t_compile:.1f} s, write {t_write:.1f} s;"
+    out["apply_bc_s"] = times
+    log(f"(b)+(c) applied: {applied_times(times)};"
         f" (c) has {c_tables.rule_count} rules, {len(c_tables.dst4)} IPv4 prefixes")  # fmt: skip
     lsm = Lsm(programs)
     lsm.set(False)
@@ -582,16 +596,10 @@ def host_policy_stats(
     (no policy of its own: the scope lookup misses, the walk up its cgroup's
     ancestors misses, the host's entry decides). bouheki's socket_connect
     per call in (h), against (b) in the same runs, by the kernel's accounting."""
-    from bouheki.config import loader
-    from bouheki.policy.assemble import compile_policy_set
-    from bouheki.policy.env import Environment
-
     main = write_conf({"bench-b.service.toml": policies.small_policy(10)},
                       main=policies.host_policy(k.large))  # fmt: skip
-    ps, t_parse = timed(lambda: loader.load(main, [CONF]))
-    compiled, t_compile = timed(lambda: compile_policy_set(ps, Environment(), previous.ids))
-    _, t_write = timed(lambda: enforcer.apply(compiled))
-    log(f"(h) applied: parse {t_parse:.1f} s, compile {t_compile:.1f} s, write {t_write:.1f} s")
+    _, times = apply_conf(enforcer, main, previous.ids)
+    log(f"(h) applied: {applied_times(times)}")
     lsm.set(True)
     outcome = try_connect(UNIT["a"], blocked_addr)  # dummy_hosts holds it
     if outcome != "EPERM":
@@ -614,7 +622,7 @@ def host_policy_stats(
     finally:
         sh("sysctl", "-q", "-w", "kernel.bpf_stats_enabled=0")
     return {
-        "apply_s": {"parse": t_parse, "compile": t_compile, "write": t_write},
+        "apply_s": times,
         "blocked_check": {"addr": blocked_addr, "outcome": outcome},
         "ns_per_call": {c: summarise(v) for c, v in per.items()},
         "raw_ns_per_call": per,
@@ -642,16 +650,12 @@ def phase_pieces(k: Knobs, res: Results, state: dict[str, Any]) -> None:
 
     lsm = state.get("lsm")
     if lsm is None:  # the phase alone: bouheki's programs with (b)'s policy
-        from bouheki.config import loader
         from bouheki.kernel import loader as kloader
         from bouheki.kernel.enforcer import Enforcer
-        from bouheki.policy.assemble import compile_policy_set
-        from bouheki.policy.env import Environment
 
         enforcer = Enforcer(kloader.load())
         state["programs"], state["enforcer"] = enforcer.programs, enforcer
-        main = write_conf({"bench-b.service.toml": policies.small_policy(10)})
-        enforcer.apply(compile_policy_set(loader.load(main, [CONF]), Environment()))
+        apply_conf(enforcer, write_conf({"bench-b.service.toml": policies.small_policy(10)}))
         lsm = state["lsm"] = Lsm(enforcer.programs)
     # Before the pieces load: their programs are called socket_connect too.
     bouheki_id = lsm_prog_ids()["socket_connect"]
@@ -1072,6 +1076,10 @@ def meta(k: Knobs) -> dict[str, Any]:
     }
 
 
+# The phases that run bouheki.service, whose programs must be the only ones.
+DAEMON_PHASES = ("startup", "footprint", "flood")
+
+
 def main() -> int:
     k = Knobs.from_env()
     default = "connect,pieces,reload,startup,footprint,flood"
@@ -1089,7 +1097,7 @@ def main() -> int:
              "footprint": phase_footprint,
              "startup": phase_startup, "flood": phase_flood}  # fmt: skip
     for name in phases:
-        if name == "startup" and state.get("enforcer") is not None:
+        if name in DAEMON_PHASES and state.get("enforcer") is not None:
             state["enforcer"].close()  # one set of programs at a time
             state.clear()
         log(f"phase {name}")

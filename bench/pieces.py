@@ -119,9 +119,11 @@ def fill(b, prefixes: list[str]) -> None:  # type: ignore[no-untyped-def]
     k = scopes.Key()
     k.gen, k.cgroup_id = 1, 2
     scopes[k] = scopes.Leaf()
+    from bouheki.kernel.layout import policy_slot
+
     leaf = policies.Leaf()
     leaf.gen = 1
-    policies[ct.c_int(1 * 1024 + 1)] = leaf  # bh_policy_slot(1, 1)
+    policies[ct.c_int(policy_slot(1, 1))] = leaf
     ph = b["policies_hash"]
     pk = ph.Key()
     pk.gen, pk.policy = 1, 1
