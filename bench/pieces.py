@@ -64,6 +64,25 @@ PIECES: dict[str, tuple[str, str]] = {
         " if (BH_LOAD(u64, t, BH_OFF_TASK_COMM) == 7 && BH_LOAD(u64, t, BH_OFF_TASK_COMM + 8) == 7)"
         " r = 1;",
     ),
+    "uid_map": (
+        "a uid in its own hash (a miss among (c)'s 20 uids): each of (c)'s port, uid, gid and "
+        "comm lookups before issue 13's inline sets",
+        "struct bh_id_key k = {.gen = 1, .policy = 1, .id = 4242};"
+        " u64 *m = uids.lookup(&k); if (m && *m == 7) r = 1;",
+    ),
+    "inline_scan": (
+        "the policy, then a scan of (c)'s inline sets in its value: 39 port spans and 39 "
+        "uid, gid and comm keys (misses, as (c)'s connect)",
+        "int ps = bh_policy_slot(1, 1); struct bh_policy *p = policies.lookup(&ps);"
+        " if (p && p->gen == 1) { u32 n = p->n_spans, e = p->exe_end;"
+        "\n#pragma clang loop unroll(disable)\n"
+        " for (u32 i = 0; i < BH_INLINE_SPANS; i++) { if (i >= n) break;"
+        " struct bh_port_span *sp = &p->spans[i];"
+        " if ((sp->protos & 2) && sp->lo <= 9 && 9 <= sp->hi) { r = 1; break; } }"
+        "\n#pragma clang loop unroll(disable)\n"
+        " for (u32 i = 0; i < BH_INLINE_KEYS; i++) { if (i >= e) break;"
+        " if (p->keys[i].a == 4242 && p->keys[i].b == 0) { r = 1; break; } } }",
+    ),
     "b_path": (
         "(b)'s path in one program: cgroup, state, scope, policy, destination, counter",
         "if (bpf_get_current_cgroup_id() == 1) r = 1; int z = 0;"
@@ -93,6 +112,7 @@ struct bench_policy_key {
 BPF_F_TABLE("hash", struct bench_policy_key, struct bh_policy, policies_hash, 2 * BH_MAX_POLICIES,
             BPF_F_NO_PREALLOC);
 BPF_F_TABLE("lpm_trie", struct bh_dst4_key, u64, dst4, BH_MAX_DST4, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("hash", struct bh_id_key, u64, uids, BH_MAX_IDENT, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("percpu_array", int, struct bh_counter, counters,
             BH_MAX_POLICIES * (BH_MAX_RULES + 1), 0);
 """
@@ -123,6 +143,17 @@ def fill(b, prefixes: list[str]) -> None:  # type: ignore[no-untyped-def]
 
     leaf = policies.Leaf()
     leaf.gen = 1
+    # (c)'s inline sets: 39 port spans, 39 uid, gid and comm keys.
+    leaf.n_spans = leaf.exe_end = 39
+    for i in range(39):
+        leaf.spans[i].lo = leaf.spans[i].hi = 1000 + i
+        leaf.spans[i].protos = 2
+        leaf.keys[i].a = 5000 + i
+    uids = b["uids"]
+    for i in range(20):
+        uk = uids.Key()
+        uk.gen, uk.policy, uk.id = 1, 1, 5000 + i
+        uids[uk] = ct.c_ulonglong(1)
     policies[ct.c_int(policy_slot(1, 1))] = leaf
     ph = b["policies_hash"]
     pk = ph.Key()

@@ -203,6 +203,12 @@ def host_policy_lines(h: Optional[dict[str, Any]], a_us: float) -> list[str]:
     return lines
 
 
+# Pieces that are not on (b)'s path: left out of the sum that (b)'s path in
+# one program is compared with.
+PIECES_OFF_PATH = ("floor", "b_path", "cred", "comm", "policy_hash", "uid_map", "inline_scan",
+                   "bouheki")  # fmt: skip
+
+
 def pieces_section(data: dict[str, Any]) -> list[str]:
     p = data.get("pieces")
     if not p:
@@ -230,11 +236,7 @@ def pieces_section(data: dict[str, Any]) -> list[str]:
     for name, what in p["what"].items():
         lines.append(f"| {what} | {spread(per[name], '{:.0f}')} | "
                      f"{spread(over[name], '{:.0f}') if name != 'floor' else ''} |")  # fmt: skip
-    parts = [
-        n
-        for n in p["what"]
-        if n not in ("floor", "b_path", "cred", "comm", "policy_hash", "bouheki")
-    ]
+    parts = [n for n in p["what"] if n not in PIECES_OFF_PATH]
     summed = sum(med(over[n]) or 0 for n in parts)
     lines += [
         "",

@@ -300,11 +300,54 @@ static __always_inline struct bh_policy *bh_scope(u32 gen, struct bh_who *who, u
 	return bh_policy_of(gen, sv->policy);
 }
 
+/* The mask of the inline span of proto that holds port, else def: the
+ * answer of the ports LPM table the spans were cut from (policy/inline.py
+ * port_spans; twin: inline.span_mask). The loop is bounded by the array
+ * and ends at n_spans. */
+static __always_inline u64 bh_span_mask(struct bh_policy *p, u8 proto, u16 port, u64 def)
+{
+	u8 bit = bh_proto_bit(proto);
+	u32 n = p->n_spans;
+
+#pragma clang loop unroll(disable)
+	for (u32 i = 0; i < BH_INLINE_SPANS; i++) {
+		struct bh_port_span *s;
+
+		if (i >= n)
+			break;
+		s = &p->spans[i];
+		if ((s->protos & bit) && s->lo <= port && port <= s->hi)
+			return s->mask;
+	}
+	return def;
+}
+
+/* The mask of the inline key (a, b) among keys[from, to), else def: the
+ * answer of the dimension's hash map (twin: inline.key_mask). */
+static __always_inline u64 bh_key_mask(struct bh_policy *p, u32 from, u32 to, u64 a, u64 b,
+				       u64 def)
+{
+#pragma clang loop unroll(disable)
+	for (u32 j = 0; j < BH_INLINE_KEYS; j++) {
+		u32 i = from + j;
+		struct bh_inline_key *k;
+
+		if (i >= to || i >= BH_INLINE_KEYS)
+			break;
+		k = &p->keys[i];
+		if (k->a == a && k->b == b)
+			return k->mask;
+	}
+	return def;
+}
+
 /* The mask of rules that accept c from this process. Each dimension is
  * looked up only while a rule still in the running varies in it (m &
  * X_varies): otherwise every key's mask equals the default on the live
  * rules, so the default is the answer without touching the map (a cold
- * lookup, ~1 us under TCG). Cheapest keys first, the executable last. */
+ * lookup, ~1 us under TCG). A dimension whose keys fit in the policy's
+ * value is scanned there; only a large one pays for its map (in_maps).
+ * Cheapest keys first, the executable last. */
 static __always_inline u64 bh_match(u32 gen, u32 policy, struct bh_policy *p, struct bh_conn *c,
 				    struct bh_who *who)
 {
@@ -323,6 +366,8 @@ static __always_inline u64 bh_match(u32 gen, u32 policy, struct bh_policy *p, st
 	}
 	if (!(m & p->port_varies)) {
 		m &= p->port_default;
+	} else if (!(p->in_maps & BH_DIM_PORT)) {
+		m &= bh_span_mask(p, c->proto, c->dport, p->port_default);
 	} else {
 		struct bh_port_key k = {.prefixlen = 72 + 16, .gen = gen, .policy = policy,
 					.proto = c->proto};
@@ -334,32 +379,52 @@ static __always_inline u64 bh_match(u32 gen, u32 policy, struct bh_policy *p, st
 		m &= p->uid_default;
 	} else {
 		bh_read_ids(who);
-		struct bh_id_key k = {.gen = gen, .policy = policy, .id = who->uid};
-		m &= bh_mask(uids.lookup(&k), p->uid_default);
+		if (!(p->in_maps & BH_DIM_UID)) {
+			m &= bh_key_mask(p, 0, p->uid_end, who->uid, 0, p->uid_default);
+		} else {
+			struct bh_id_key k = {.gen = gen, .policy = policy, .id = who->uid};
+			m &= bh_mask(uids.lookup(&k), p->uid_default);
+		}
 	}
 	if (!(m & p->gid_varies)) {
 		m &= p->gid_default;
 	} else {
 		bh_read_ids(who);
-		struct bh_id_key k = {.gen = gen, .policy = policy, .id = who->gid};
-		m &= bh_mask(gids.lookup(&k), p->gid_default);
+		if (!(p->in_maps & BH_DIM_GID)) {
+			m &= bh_key_mask(p, p->uid_end, p->gid_end, who->gid, 0, p->gid_default);
+		} else {
+			struct bh_id_key k = {.gen = gen, .policy = policy, .id = who->gid};
+			m &= bh_mask(gids.lookup(&k), p->gid_default);
+		}
 	}
 	if (!(m & p->comm_varies)) {
 		m &= p->comm_default;
 	} else {
 		bh_read_comm(who);
-		struct bh_comm_key k = {.gen = gen, .policy = policy};
-		__builtin_memcpy(k.comm, who->comm, BH_COMM_LEN);
-		m &= bh_mask(comms.lookup(&k), p->comm_default);
+		if (!(p->in_maps & BH_DIM_COMM)) {
+			u64 w[2];
+
+			__builtin_memcpy(w, who->comm, BH_COMM_LEN);
+			m &= bh_key_mask(p, p->gid_end, p->comm_end, w[0], w[1], p->comm_default);
+		} else {
+			struct bh_comm_key k = {.gen = gen, .policy = policy};
+			__builtin_memcpy(k.comm, who->comm, BH_COMM_LEN);
+			m &= bh_mask(comms.lookup(&k), p->comm_default);
+		}
 	}
 	/* Last: the only key that costs more than a helper call to build. */
 	if (!(m & p->exe_varies)) {
 		m &= p->exe_default;
 	} else {
 		bh_read_exe(who);
-		struct bh_exe_key k = {.gen = gen, .policy = policy, .ino = who->exe_ino,
-				       .dev = who->exe_dev};
-		m &= bh_mask(exes.lookup(&k), p->exe_default);
+		if (!(p->in_maps & BH_DIM_EXE)) {
+			m &= bh_key_mask(p, p->comm_end, p->exe_end, who->exe_ino, who->exe_dev,
+					 p->exe_default);
+		} else {
+			struct bh_exe_key k = {.gen = gen, .policy = policy, .ino = who->exe_ino,
+					       .dev = who->exe_dev};
+			m &= bh_mask(exes.lookup(&k), p->exe_default);
+		}
 	}
 	return m;
 }

@@ -84,6 +84,57 @@ static __inline__ __attribute__((always_inline)) __u32 bh_policy_slot(__u32 gen,
 	return (gen & 1) * BH_MAX_POLICIES + id;
 }
 
+/* Small sets live in the policy's own value, which the hook has already
+ * read: each lookup in a map of its own costs a cold touch (~1 us under
+ * TCG, bench/), a scan of a few dozen inline entries much less. A
+ * dimension with more keys than fit stays in its map (BH_DIM_* set in
+ * in_maps). Python's mirror and its twin: policy/inline.py. */
+#define BH_INLINE_SPANS 48
+#define BH_INLINE_KEYS 48
+#define BH_DIM_PORT 1
+#define BH_DIM_UID 2
+#define BH_DIM_GID 4
+#define BH_DIM_COMM 8
+#define BH_DIM_EXE 16
+
+/* A protocol's bit in bh_port_span.protos; 0 for a protocol no rule can
+ * name (policy/tables.py Proto). Python's mirror: inline.PROTO_BITS. */
+static __inline__ __attribute__((always_inline)) __u8 bh_proto_bit(__u8 proto)
+{
+	switch (proto) {
+	case 1: return 1;    /* ICMP */
+	case 6: return 2;    /* TCP */
+	case 17: return 4;   /* UDP */
+	case 33: return 8;   /* DCCP */
+	case 58: return 16;  /* ICMPV6 */
+	case 132: return 32; /* SCTP */
+	case 136: return 64; /* UDPLITE */
+	case 255: return 128; /* RAW */
+	}
+	return 0;
+}
+
+/* Ports lo..hi of the protocols in protos (bh_proto_bit) have mask: the
+ * ports LPM table of a policy cut into the runs where its answer is
+ * constant. The spans of one protocol never overlap; ports in no span
+ * take port_default. */
+struct bh_port_span {
+	__u64 mask;
+	__u16 lo;
+	__u16 hi;
+	__u8 protos;
+	__u8 pad[3];
+};
+
+/* One inline key of an exact-match dimension: uid or gid in a; comm's
+ * 16 bytes in a and b as the hook loads them; an executable's inode in a
+ * and its dev in b. */
+struct bh_inline_key {
+	__u64 a;
+	__u64 b;
+	__u64 mask;
+};
+
 struct bh_policy {
 	__u64 allow_bits; /* bit i: rule i allows */
 	__u64 valid_bits; /* rules that exist */
@@ -106,7 +157,17 @@ struct bh_policy {
 	__u32 flags;
 	__u32 default_action; /* 0 allow, 1 block */
 	__u32 gen;            /* the generation this slot was written for */
-	__u32 pad;
+	__u32 in_maps;        /* BH_DIM_* whose keys are in their map, not inline */
+	/* The inline keys: uid in keys[0, uid_end), gid in [uid_end, gid_end),
+	 * comm in [gid_end, comm_end), executable in [comm_end, exe_end). */
+	__u8 n_spans;
+	__u8 uid_end;
+	__u8 gid_end;
+	__u8 comm_end;
+	__u8 exe_end;
+	__u8 pad[3];
+	struct bh_port_span spans[BH_INLINE_SPANS];
+	struct bh_inline_key keys[BH_INLINE_KEYS];
 };
 
 struct bh_dst4_key {

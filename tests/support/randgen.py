@@ -16,11 +16,12 @@ import ipaddress
 import json
 import random
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bouheki.policy.env import Environment
+from bouheki.policy.inline import INLINE_KEYS, INLINE_SPANS
 from bouheki.policy.model import ExeId, PolicySpec
 from bouheki.policy.tables import Connection, Proto
 
@@ -207,11 +208,43 @@ def random_policy_toml(rng: random.Random, u: Universe, **kwargs: Any) -> str:
     return to_toml(random_policy(rng, u, **kwargs), rng)
 
 
-def random_spec(rng: random.Random, u: Universe, **kwargs: Any) -> PolicySpec:
+def random_spec(rng: random.Random, u: Universe, *, spill: str = "", **kwargs: Any) -> PolicySpec:
+    """A random policy, parsed; spill: [[rule]] entries appended (spill_rules)."""
     # Imported here: config depends on policy, not the other way round.
     from bouheki.config.loader import parse_policy_text
 
-    return parse_policy_text(random_policy_toml(rng, u, **kwargs), "<random>")
+    return parse_policy_text(random_policy_toml(rng, u, **kwargs) + spill, "<random>")
+
+
+# A uid no connection of any universe has: a spill rule names it, so it
+# never matches.
+NOBODY = 59999
+SPILLABLE = ("ports", "uid", "gid", "command", "exe")
+
+
+def spill_rules(dimensions: Sequence[str], exes: Sequence[str] = ()) -> str:
+    """[[rule]] entries, one per dimension named, each with more keys than a
+    policy's kernel value holds inline (policy/inline.py), so that the
+    policy's whole dimension stays in its map; none ever matches (each also
+    asks for uid NOBODY). exe needs that many executables that exist (the
+    environment's); ports are single and apart, one span each."""
+    n = INLINE_KEYS + 1
+    values: dict[str, list[Any]] = {
+        "ports": [60001 + 2 * i for i in range(max(n, INLINE_SPANS + 1))],
+        "uid": [50000 + i for i in range(n)],
+        "gid": [50000 + i for i in range(n)],
+        "command": [f"spill-{i}" for i in range(n)],
+        "exe": list(exes[:n]),
+    }
+    out = []
+    for dim in dimensions:
+        if dim == "exe" and len(values["exe"]) < n:
+            raise ValueError(f"spilling exe takes {n} executables, not {len(values['exe'])}")
+        rule = {"action": "block", dim: values[dim]}
+        if dim != "uid":
+            rule["uid"] = [NOBODY]
+        out.append("\n[[rule]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in rule.items()))
+    return "".join(out)
 
 
 # ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 
 from bouheki.kernel import layout
 from bouheki.kernel.generation import ApplyError, GenerationSwap, ScopeSink, UnitPattern
+from bouheki.policy import inline
 from bouheki.policy.tables import Action, Origin, PolicyTables
 
 
@@ -66,11 +67,16 @@ LPM = {"dst4", "dst6", "ports"}
 
 
 def tables(pid: int = 0) -> PolicyTables:
-    return PolicyTables(
+    t = PolicyTables(
         policy_id=pid, name="p", flags=0, default_action=Action.ALLOW, rule_count=1,
         allow_bits=0, origins=[Origin("f", 1), Origin("f", 1)],
         dst4={(0x0A000147, 32): 1}, comm={b"curl": 1}, uid={1000: 1},
     )  # fmt: skip
+    # Its comm and uid in their maps, as a large policy's: the swap must
+    # write and delete those keys too (policy/inline.py).
+    every = inline.DIM_PORT | inline.DIM_UID | inline.DIM_GID | inline.DIM_COMM | inline.DIM_EXE
+    t.inline = inline.InlineSets(every, (), (), (), (), ())
+    return t
 
 
 def test_apply_then_reapply_keeps_only_the_new_generation() -> None:

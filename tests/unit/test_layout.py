@@ -48,7 +48,7 @@ def python_mirror() -> dict[str, int]:
     """Every constant of bouheki.h as the Python side holds it: enums by
     their prefix, the G_ counter slots from layout, the rest by name."""
     from bouheki.common import units
-    from bouheki.policy import tables
+    from bouheki.policy import inline, tables
 
     ours: dict[str, int] = {
         **{f"BH_VERDICT_{v.name}": int(v) for v in tables.Verdict},
@@ -63,6 +63,9 @@ def python_mirror() -> dict[str, int]:
         ours[f"BH_{name}"] = getattr(units, name)
     for name in ("MAX_PATTERNS", "MAX_LEARN"):
         ours[f"BH_{name}"] = getattr(layout, name)
+    for name, value in vars(inline).items():
+        if name.startswith(("INLINE_", "DIM_")):
+            ours[f"BH_{name}"] = value
     return ours
 
 
@@ -109,3 +112,24 @@ def test_policy_slot_matches_the_header(tmp_path: Path) -> None:
     subprocess.run([cc, "-o", str(tmp_path / "s"), str(tmp_path / "s.c")], check=True)
     out = subprocess.run([str(tmp_path / "s")], check=True, capture_output=True, text=True)
     assert [int(x) for x in out.stdout.split()] == [layout.policy_slot(g, i) for g, i in cases]
+
+
+def test_proto_bit_matches_the_header(tmp_path: Path) -> None:
+    """inline.PROTO_BITS is bh_proto_bit, over every protocol number: one
+    bit each for the protocols a rule can name, 0 for the others."""
+    from bouheki.policy.inline import PROTO_BITS
+    from bouheki.policy.tables import Proto
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.skip("no C compiler on this machine")
+    (tmp_path / "p.c").write_text(
+        "#include <stdio.h>\n#include <linux/types.h>\n"
+        f'#include "{HEADER}"\nint main(void) {{\n'
+        'for (int p = 0; p < 256; p++) printf("%u\\n", bh_proto_bit(p));\nreturn 0; }\n'
+    )
+    subprocess.run([cc, "-o", str(tmp_path / "p"), str(tmp_path / "p.c")], check=True)
+    out = subprocess.run([str(tmp_path / "p")], check=True, capture_output=True, text=True)
+    assert [int(x) for x in out.stdout.split()] == [PROTO_BITS.get(p, 0) for p in range(256)]
+    assert set(PROTO_BITS) == set(Proto)
+    assert sorted(PROTO_BITS.values()) == [1 << i for i in range(8)]

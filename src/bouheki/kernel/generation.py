@@ -138,13 +138,8 @@ def needed_entries(tables: Iterable[PolicyTables]) -> Counter[str]:
     n: Counter[str] = Counter()
     for t in tables:
         n["policies"] += 1
-        n["dst4"] += len(t.dst4)
-        n["dst6"] += len(t.dst6)
-        n["ports"] += len(t.ports)
-        n["comms"] += len(t.comm)
-        n["exes"] += len(t.exe)
-        n["uids"] += len(t.uid)
-        n["gids"] += len(t.gid)
+        for name, table in pack.held_in_maps(t).items():
+            n[name] += len(table)
     return n
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes as ct
 
 from ..common.units import PATTERN_LEN, UNIT_NAME_LEN
+from ..policy.inline import INLINE_KEYS, INLINE_SPANS
 from ..policy.tables import COMM_LEN, MAX_POLICIES
 
 
@@ -24,6 +25,20 @@ class ScopeKey(ct.Structure):
 
 class ScopeVal(ct.Structure):
     _fields_ = [("policy", ct.c_uint32), ("flags", ct.c_uint32)]
+
+
+class PortSpan(ct.Structure):
+    _fields_ = [
+        ("mask", ct.c_uint64),
+        ("lo", ct.c_uint16),
+        ("hi", ct.c_uint16),
+        ("protos", ct.c_uint8),
+        ("pad", ct.c_uint8 * 3),
+    ]
+
+
+class InlineKey(ct.Structure):
+    _fields_ = [("a", ct.c_uint64), ("b", ct.c_uint64), ("mask", ct.c_uint64)]
 
 
 class Policy(ct.Structure):
@@ -45,7 +60,15 @@ class Policy(ct.Structure):
         ("flags", ct.c_uint32),
         ("default_action", ct.c_uint32),
         ("gen", ct.c_uint32),
-        ("pad", ct.c_uint32),
+        ("in_maps", ct.c_uint32),
+        ("n_spans", ct.c_uint8),
+        ("uid_end", ct.c_uint8),
+        ("gid_end", ct.c_uint8),
+        ("comm_end", ct.c_uint8),
+        ("exe_end", ct.c_uint8),
+        ("pad", ct.c_uint8 * 3),
+        ("spans", PortSpan * INLINE_SPANS),
+        ("keys", InlineKey * INLINE_KEYS),
     ]
 
 
@@ -197,6 +220,8 @@ C_NAMES: dict[str, type[ct.Structure]] = {
     "bh_scope_key": ScopeKey,
     "bh_scope_val": ScopeVal,
     "bh_policy": Policy,
+    "bh_port_span": PortSpan,
+    "bh_inline_key": InlineKey,
     "bh_dst4_key": Dst4Key,
     "bh_dst6_key": Dst6Key,
     "bh_port_key": PortKey,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ctypes as ct
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
+from ..policy.inline import DIM_COMM, DIM_EXE, DIM_GID, DIM_PORT, DIM_UID, inline_sets
 from ..policy.tables import LPM_SCOPE_BITS, PORT_PROTO_BITS, PolicyTables
 from . import layout
 
@@ -17,7 +19,9 @@ def _mask(v: int) -> ct.c_uint64:
 
 
 def policy_value(gen: int, t: PolicyTables) -> layout.Policy:
-    return layout.Policy(
+    sets = inline_sets(t)
+    uid_end, gid_end, comm_end, exe_end = sets.ends()
+    value = layout.Policy(
         gen=gen,
         allow_bits=t.allow_bits,
         valid_bits=t.valid_bits,
@@ -35,34 +39,66 @@ def policy_value(gen: int, t: PolicyTables) -> layout.Policy:
         gid_varies=t.gid_varies,
         flags=t.flags,
         default_action=int(t.default_action),
+        in_maps=sets.in_maps,
+        n_spans=len(sets.spans),
+        uid_end=uid_end,
+        gid_end=gid_end,
+        comm_end=comm_end,
+        exe_end=exe_end,
     )
+    for slot, span in zip(value.spans, sets.spans):
+        slot.mask, slot.lo, slot.hi, slot.protos = span.mask, span.lo, span.hi, span.protos
+    for slot, key in zip(value.keys, sets.keys):
+        slot.a, slot.b, slot.mask = key.a, key.b, key.mask
+    return value
+
+
+def held_in_maps(t: PolicyTables) -> dict[str, Mapping[Any, int]]:
+    """Per kernel map, the table of t whose keys it holds: empty for a
+    dimension the policy's value holds inline (policy/inline.py)."""
+    in_maps = inline_sets(t).in_maps
+
+    def held(dim: int, table: Mapping[Any, int]) -> Mapping[Any, int]:
+        return table if in_maps & dim else {}
+
+    return {
+        "dst4": t.dst4,
+        "dst6": t.dst6,
+        "ports": held(DIM_PORT, t.ports),
+        "comms": held(DIM_COMM, t.comm),
+        "exes": held(DIM_EXE, t.exe),
+        "uids": held(DIM_UID, t.uid),
+        "gids": held(DIM_GID, t.gid),
+    }
 
 
 def entries(gen: int, t: PolicyTables) -> Iterator[Entry]:
     """(map name, key, value) for every entry of one policy in generation gen."""
     pid = t.policy_id
     yield "policies", layout.PolicySlot(layout.policy_slot(gen, pid)), policy_value(gen, t)
-    for (addr, plen), mask in t.dst4.items():
+    held = held_in_maps(t)
+    for (addr, plen), mask in held["dst4"].items():
         k4 = layout.Dst4Key(prefixlen=LPM_SCOPE_BITS + plen, gen=gen, policy=pid)
         k4.addr[:] = ipaddress.IPv4Address(addr).packed
         yield "dst4", k4, _mask(mask)
-    for (addr, plen), mask in t.dst6.items():
+    for (addr, plen), mask in held["dst6"].items():
         k6 = layout.Dst6Key(prefixlen=LPM_SCOPE_BITS + plen, gen=gen, policy=pid)
         k6.addr[:] = ipaddress.IPv6Address(addr).packed
         yield "dst6", k6, _mask(mask)
-    for (proto, port, plen), mask in t.ports.items():
+    ports, comms, exes, uids, gids = (held[m] for m in ("ports", "comms", "exes", "uids", "gids"))
+    for (proto, port, plen), mask in ports.items():
         kp = layout.PortKey(
             prefixlen=LPM_SCOPE_BITS + PORT_PROTO_BITS + plen, gen=gen, policy=pid, proto=proto
         )
         kp.port[:] = port.to_bytes(2, "big")
         yield "ports", kp, _mask(mask)
-    for comm, mask in t.comm.items():
-        yield "comms", layout.CommKey(gen=gen, policy=pid, comm=comm[:15]), _mask(mask)
-    for (dev, ino), mask in t.exe.items():
+    for name, mask in comms.items():
+        yield "comms", layout.CommKey(gen=gen, policy=pid, comm=name[:15]), _mask(mask)
+    for (dev, ino), mask in exes.items():
         yield "exes", layout.ExeKey(gen=gen, policy=pid, ino=ino, dev=dev), _mask(mask)
-    for uid, mask in t.uid.items():
+    for uid, mask in uids.items():
         yield "uids", layout.IdKey(gen=gen, policy=pid, id=uid), _mask(mask)
-    for gid, mask in t.gid.items():
+    for gid, mask in gids.items():
         yield "gids", layout.IdKey(gen=gen, policy=pid, id=gid), _mask(mask)
 
 

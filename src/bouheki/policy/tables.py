@@ -182,6 +182,9 @@ class PolicyTables:
     exe_default: int = 0
     uid_default: int = 0
     gid_default: int = 0
+    # What the kernel value holds inline (policy/inline.py inline_sets),
+    # derived from the fields above on first use.
+    inline: object = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def monitor(self) -> bool:

@@ -7,7 +7,20 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Mapping
+from typing import Any
 
+from bouheki.policy.inline import (
+    DIM_COMM,
+    DIM_EXE,
+    DIM_GID,
+    DIM_PORT,
+    DIM_UID,
+    comm_words,
+    inline_sets,
+    key_mask,
+    span_mask,
+)
 from bouheki.policy.tables import (
     COMM_LEN,
     DEFAULT_RULE,
@@ -54,12 +67,31 @@ def _dst_mask(t: PolicyTables, daddr: str) -> int:
 
 
 def _port_mask(t: PolicyTables, proto: int, port: int) -> int:
+    sets = inline_sets(t)
+    if not sets.in_maps & DIM_PORT:
+        return span_mask(sets.spans, proto, port, t.port_default)
     for plen in range(_PORT_BITS, -1, -1):
         key = port & ~((1 << (_PORT_BITS - plen)) - 1)
         mask = t.ports.get((proto, key, plen))
         if mask is not None:
             return mask
     return t.port_default
+
+
+def _exact_mask(
+    t: PolicyTables,
+    dim: int,
+    table: Mapping[Any, int],
+    default: int,
+    key: object,
+    words: tuple[int, int],
+) -> int:
+    """An exact-match dimension's mask: from its inline keys, as two words
+    (bh_key_mask), or from its map (a hash lookup)."""
+    sets = inline_sets(t)
+    if sets.in_maps & dim:
+        return table.get(key, default)
+    return key_mask(sets.keys_of(dim), *words, default)
 
 
 def kernel_comm(comm: bytes) -> bytes:
@@ -88,17 +120,34 @@ def decide(t: PolicyTables, c: Connection) -> Decision:
     # A destination with port 0 is still a destination: judged like any.
     # As bh_match: a dimension is looked up only while a live rule varies
     # in it; otherwise its default stands for every key.
+    # A dimension's keys are inline in the policy's value (scanned) or in
+    # its map (looked up), as bh_match does it: the same answer either way.
     m = t.valid_bits
     m &= _dst_mask(t, c.daddr) if m & t.dst_varies else t.dst_default
     port = judged_port(c.proto, c.dport)
     m &= _port_mask(t, c.proto, port) if m & t.port_varies else t.port_default
-    m &= t.uid.get(c.uid, t.uid_default) if m & t.uid_varies else t.uid_default
-    m &= t.gid.get(c.gid, t.gid_default) if m & t.gid_varies else t.gid_default
+    m &= (
+        _exact_mask(t, DIM_UID, t.uid, t.uid_default, c.uid, (c.uid, 0))
+        if m & t.uid_varies
+        else t.uid_default
+    )
+    m &= (
+        _exact_mask(t, DIM_GID, t.gid, t.gid_default, c.gid, (c.gid, 0))
+        if m & t.gid_varies
+        else t.gid_default
+    )
     comm = kernel_comm(c.comm)
-    m &= t.comm.get(comm, t.comm_default) if m & t.comm_varies else t.comm_default
-    exe_mask = t.exe_default if c.exe is None else t.exe.get(c.exe, t.exe_default)
-    m &= exe_mask if m & t.exe_varies else t.exe_default
-
+    m &= (
+        _exact_mask(t, DIM_COMM, t.comm, t.comm_default, comm, comm_words(comm))
+        if m & t.comm_varies
+        else t.comm_default
+    )
+    dev, ino = (0, 0) if c.exe is None else c.exe  # no executable: inode 0 (bh_read_exe)
+    m &= (
+        _exact_mask(t, DIM_EXE, t.exe, t.exe_default, (dev, ino), (ino, dev))
+        if m & t.exe_varies
+        else t.exe_default
+    )
     if m:
         rule = (m & -m).bit_length() - 1  # lowest set bit: the first matching rule
         action = Action.ALLOW if t.allow_bits >> rule & 1 else Action.BLOCK

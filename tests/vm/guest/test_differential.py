@@ -16,7 +16,7 @@ import pytest
 import randgen
 from workers import Worker
 
-from bouheki.policy import sockaddr, twin
+from bouheki.policy import inline, sockaddr, twin
 from bouheki.policy.sockaddr import Sock
 from bouheki.policy.tables import Connection, Proto, Verdict
 
@@ -27,6 +27,22 @@ UNIT = "bouheki-lab.service"  # the suite's own unit: the workers are in it
 
 COMMS = ("curl", "wget", "python3", "nc")
 IDS = ((0, 0), (1000, 1000), (1001, 33))
+
+
+# Which dimensions spill rules push into their maps, policy by policy.
+SPILLS: tuple[tuple[str, ...], ...] = ((), ("ports", "uid", "command"), randgen.SPILLABLE)
+
+
+def _other_executables(judged: dict[str, tuple[int, int]]) -> list[str]:
+    """Executables of /usr/bin that are none of the judged ones, for the
+    spill rules (never matched: they also ask for an unused uid)."""
+    taken = set(judged.values())
+    out = []
+    for name in sorted(os.listdir("/usr/bin")):
+        path = os.path.join("/usr/bin", name)
+        if os.path.isfile(path) and not os.path.islink(path) and labkit.exe_id(path) not in taken:
+            out.append(path)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +70,21 @@ def test_kernel_agrees_with_twin(enforce: labkit.Kernel, workers: dict) -> None:
     failures: list[str] = []
     base = enforce.global_counts()
     enforce.take_events()
+    spill_exes = _other_executables(universe.exes)
+    kinds = {0: 0, 1: 0, 2: 0}
     for n in range(POLICIES):
+        # A third of the policies keep every dimension inline in the
+        # policy's value, a third some in their maps, a third all of them:
+        # the kernel's scans and its lookups are both judged.
+        spilled = SPILLS[n % len(SPILLS)]
         text = randgen.random_policy_toml(rng, universe, max_rules=8)
+        text += randgen.spill_rules(spilled, exes=spill_exes)
         enforce.apply_files({f"units/{UNIT}.toml": text})
         assert enforce.compiled is not None
         tables = next(t for t in enforce.compiled.tables if t.name == UNIT)
+        in_maps = inline.inline_sets(tables).in_maps
+        assert bool(in_maps) == bool(spilled), (spilled, in_maps)
+        kinds[n % len(SPILLS)] += 1
         # Draw every case of this policy, then make them worker by worker:
         # one round trip each instead of one per connection.
         cases_here: list[tuple[tuple[str, int, int], Connection, str]] = []
@@ -98,6 +124,7 @@ def test_kernel_agrees_with_twin(enforce: labkit.Kernel, workers: dict) -> None:
           f"{would_block} would-block, {mismatches} mismatches")  # fmt: skip
     assert not failures, "\n\n".join(failures)
     assert cases == POLICIES * PER_POLICY
+    assert min(kinds.values()) >= POLICIES // len(SPILLS)
     assert counts.events_lost == base.events_lost
     assert len(events) == blocked + would_block
     assert sum(1 for e in events if e.verdict == Verdict.BLOCKED) == blocked
