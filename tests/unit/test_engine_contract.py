@@ -204,10 +204,55 @@ def test_the_engine_keeps_no_past_configuration(tmp_path: Path) -> None:
     import weakref
 
     real = real_engine(tmp_path)
+    parsed = _parsed_sets(real)
     asyncio.run(real.reload())
     assert real.running is not None
-    first = [weakref.ref(real.running.policy_set), weakref.ref(real.running.compiled)]
+    first = [parsed[-1], weakref.ref(real.running.compiled)]
     for _ in range(3):
         asyncio.run(real.reload())
     gc.collect()
     assert [r() for r in first] == [None, None]
+
+
+def _parsed_sets(real: Engine) -> list[Any]:
+    """Weak references to every policy set the engine parses from now on."""
+    import weakref
+
+    refs: list[Any] = []
+    load = real._load
+
+    def watched() -> Any:
+        ps = load()
+        refs.append(weakref.ref(ps))
+        return ps
+
+    real._load = watched  # type: ignore[method-assign]
+    return refs
+
+
+def test_the_engine_keeps_the_parsed_configuration_only_for_a_refresh(tmp_path: Path) -> None:
+    """A policy set of plain addresses is freed once applied (a parsed
+    prefix costs several times its compiled entry); the bus still reports
+    each policy's units and files. One that names a domain is kept, for the
+    refresh that recompiles it when the name's addresses change."""
+    import gc
+
+    real = real_engine(tmp_path)
+    parsed = _parsed_sets(real)
+    asyncio.run(real.reload())
+    gc.collect()
+    assert real.running is not None and real.running.policy_set is None
+    assert parsed[-1]() is None
+    listed = {p.name: (p.units, p.files) for p in real.list_policies()}
+    assert listed["nginx.service"] == (
+        ["nginx.service"],
+        [str(tmp_path / "units" / "nginx.service.toml")],
+    )
+    assert asyncio.run(real.refresh()) is True  # nothing to recompile
+
+    (tmp_path / "units" / "nginx.service.toml").write_text('[network]\ndeny = ["example.test"]\n')
+    asyncio.run(real.reload())
+    gc.collect()
+    assert real.running.policy_set is not None and parsed[-1]() is real.running.policy_set
+    (nginx,) = [p for p in real.list_policies() if p.name == "nginx.service"]
+    assert [n.name for n in nginx.names] == ["example.test"]

@@ -16,7 +16,6 @@ from bouheki.common.units import unit_glob
 from bouheki.policy.compiler import compile_policy
 from bouheki.policy.env import Environment, Requirements, requirements, union
 from bouheki.policy.lower import lower
-from bouheki.policy.model import LoweredPolicy
 from bouheki.policy.policyset import PolicySet
 from bouheki.policy.tables import MAX_POLICIES, POLICY_LOG_ALLOWED, PolicyTables
 
@@ -41,7 +40,6 @@ class CompiledPolicySet:
     scopes: list[ScopeEntry]
     host_policy_id: Optional[int]
     ids: dict[str, int]  # policy name -> id: pass back as `previous` on reload
-    lowered: dict[int, LoweredPolicy] = field(default_factory=dict)
     warnings: list[Problem] = field(default_factory=list)
 
 
@@ -84,13 +82,11 @@ def compile_policy_set(
     log_flag = POLICY_LOG_ALLOWED if policy_set.settings.log_allowed else 0
     tables: list[PolicyTables] = []
     scopes: list[ScopeEntry] = []
-    lowered_by_id: dict[int, LoweredPolicy] = {}
     warnings: list[Problem] = []
     for policy in policies:
         policy_id = ids[policy.name]
         lowered, problems = lower(policy.spec, env)
         warnings += problems
-        lowered_by_id[policy_id] = lowered
         tables.append(compile_policy(lowered, policy_id, policy.name, policy.flags | log_flag))
         scopes += [ScopeEntry(unit, unit_glob(unit), policy_id) for unit in policy.units]
     host = policy_set.host
@@ -99,6 +95,5 @@ def compile_policy_set(
         scopes=scopes,
         host_policy_id=ids[host.name] if host is not None else None,
         ids=ids,
-        lowered=lowered_by_id,
         warnings=warnings,
     )

@@ -30,7 +30,6 @@ from ..kernel.events import EventReader
 from ..kernel.generation import ApplyError
 from ..names.manager import NamesManager, limits_from
 from ..policy.assemble import CompiledPolicySet, compile_policy_set, policy_set_requirements
-from ..policy.env import requirements
 from ..policy.policyset import PolicySet
 from ..policy.tables import (
     MAX_RULES,
@@ -203,7 +202,7 @@ class Engine:
         old_ids = set(previous.values()) if previous else set()
         if self.runtime_dir is not None:
             policy_ids.save(self.runtime_dir, applied.generation, compiled.ids)
-        self.running = Running(ps, compiled, applied, environment.usec_now())
+        self.running = Running.of(ps, compiled, applied, environment.usec_now())
         self.reloads += 1
         covered = {cid: path for cid, (path, _) in applied.covered.items()}
         self.events.applied(applied.generation, self.running, covered)
@@ -243,6 +242,8 @@ class Engine:
         async with self._lock:
             if self.running is None or self.enforcer is None:
                 return True
+            if self.running.policy_set is None:
+                return True  # no name or address set: nothing to change
             try:
                 await self._apply(self.running.policy_set, time.monotonic())
             except Exception as e:
@@ -315,7 +316,7 @@ class Engine:
         for _, pid in run.applied.covered.values():
             per_policy[pid] = per_policy.get(pid, 0) + 1
         out = []
-        for p in run.policy_set.policies():
+        for p in run.facts:
             pid = run.compiled.ids[p.name]
             t = run.tables(pid)
             out.append(
@@ -326,7 +327,7 @@ class Engine:
                     rule_count=t.rule_count if t else 0,
                     files=list(p.files),
                     cgroups=per_policy.get(pid, 0),
-                    names=self.names.states(requirements(p.spec).names),
+                    names=self.names.states(p.needs.names),
                 )
             )
         return out
@@ -336,7 +337,7 @@ class Engine:
         if run is None or enf is None:
             return api.Statistics(0, 0, 0, 0, 0, 0, 0)
         g = enf.counters.global_counts()
-        names = self.names.states(policy_set_requirements(run.policy_set).names)
+        names = self.names.states(run.needs.names)
         policies = []
         blocked = would = hits = 0
         for t in run.compiled.tables:
@@ -422,7 +423,7 @@ class Engine:
             if found is None or enf is None:
                 return api.Learned(unit=unit, policy="", learning=False)
             run, t = found
-            names = learning.name_addresses(run.policy_set, t.name, self.names)
+            names = learning.name_addresses(run.facts, t.name, self.names)
             return await self._in_thread(learning.learned, unit, t, enf, names, self.exe_paths)
 
     async def forget_learned(self, unit: str) -> int:

@@ -6,16 +6,16 @@ and the programs' CLOCK_MONOTONIC stamps as CLOCK_REALTIME."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from ..common import api
 from ..kernel.enforcer import Enforcer
 from ..kernel.layout import MAX_LEARN
 from ..names.manager import NamesManager
-from ..policy.env import requirements
-from ..policy.policyset import PolicySet
 from ..policy.tables import PolicyTables, kernel_address, protocol_name
 from .environment import usec_now
 from .exe_paths import ExePaths
+from .running import PolicyFacts
 
 
 def learned(
@@ -53,13 +53,15 @@ def learned(
     )
 
 
-def name_addresses(policy_set: PolicySet, policy: str, names: NamesManager) -> dict[str, set[str]]:
+def name_addresses(
+    facts: Iterable[PolicyFacts], policy: str, names: NamesManager
+) -> dict[str, set[str]]:
     """address -> the domain names of `policy` that resolve to it now."""
     out: dict[str, set[str]] = {}
-    for p in policy_set.policies():
+    for p in facts:
         if p.name != policy:
             continue
-        for state in names.states(requirements(p.spec).names):
+        for state in names.states(p.needs.names):
             for a in state.addresses:
                 out.setdefault(a.address, set()).add(state.name)
     return out
