@@ -324,19 +324,23 @@ static __always_inline u64 bh_span_mask(struct bh_policy *p, u8 proto, u16 port,
 
 /* The mask of the inline key (a, b) among keys[from, to), else def: the
  * answer of the dimension's hash map (twin: inline.key_mask). The index
- * starts at 0, not at from: the verifier then knows it, and the address
- * clang derives from it, exactly on every turn (from + j, a range, let
- * clang's pointer escape the check). */
-static __always_inline u64 bh_key_mask(struct bh_policy *p, u32 from, u32 to, u64 a, u64 b,
+ * starts at 0, not at from, so that the verifier knows it (and the address
+ * clang derives from it) exactly on every turn. Whether it has reached
+ * from is tested on a copy the compiler may not fold back into i < from:
+ * a test on from itself would split the verifier's paths by from's range
+ * on every turn, beyond its complexity limit. */
+static __always_inline u64 bh_key_mask(struct bh_policy *p, u64 from, u32 to, u64 a, u64 b,
 				       u64 def)
 {
 #pragma clang loop unroll(disable)
 	for (u32 i = 0; i < BH_INLINE_KEYS; i++) {
 		struct bh_inline_key *k;
+		u64 before = from - i - 1; /* top bit clear: i < from */
 
 		if (i >= to)
 			break;
-		if (i < from)
+		asm volatile("" : "+r"(before));
+		if (!(before >> 63))
 			continue;
 		k = &p->keys[i];
 		if (k->a == a && k->b == b)
