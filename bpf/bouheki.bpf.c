@@ -300,10 +300,16 @@ static __always_inline struct bh_policy *bh_scope(u32 gen, struct bh_who *who, u
 	return bh_policy_of(gen, sv->policy);
 }
 
+/* The inline scans below run i from 0 to the array's size, and stop early
+ * at the count the value gives. The count passes through an empty asm on
+ * every turn: otherwise clang folds both bounds into one trip count,
+ * min(count, size), that the verifier cannot bound (a count it does not
+ * know), and refuses the loop. */
+#define BH_OPAQUE(x) asm volatile("" : "+r"(x))
+
 /* The mask of the inline span of proto that holds port, else def: the
  * answer of the ports LPM table the spans were cut from (policy/inline.py
- * port_spans; twin: inline.span_mask). The loop is bounded by the array
- * and ends at n_spans. */
+ * port_spans; twin: inline.span_mask). */
 static __always_inline u64 bh_span_mask(struct bh_policy *p, u8 proto, u16 port, u64 def)
 {
 	u8 bit = bh_proto_bit(proto);
@@ -313,6 +319,7 @@ static __always_inline u64 bh_span_mask(struct bh_policy *p, u8 proto, u16 port,
 	for (u32 i = 0; i < BH_INLINE_SPANS; i++) {
 		struct bh_port_span *s;
 
+		BH_OPAQUE(n);
 		if (i >= n)
 			break;
 		s = &p->spans[i];
@@ -326,9 +333,9 @@ static __always_inline u64 bh_span_mask(struct bh_policy *p, u8 proto, u16 port,
  * answer of the dimension's hash map (twin: inline.key_mask). The index
  * starts at 0, not at from, so that the verifier knows it (and the address
  * clang derives from it) exactly on every turn. Whether it has reached
- * from is tested on a copy the compiler may not fold back into i < from:
- * a test on from itself would split the verifier's paths by from's range
- * on every turn, beyond its complexity limit. */
+ * from is tested on an opaque copy that clang may not fold back into
+ * i < from: a test on from itself would split the verifier's paths by
+ * from's range on every turn, beyond its complexity limit. */
 static __always_inline u64 bh_key_mask(struct bh_policy *p, u64 from, u32 to, u64 a, u64 b,
 				       u64 def)
 {
@@ -337,9 +344,10 @@ static __always_inline u64 bh_key_mask(struct bh_policy *p, u64 from, u32 to, u6
 		struct bh_inline_key *k;
 		u64 before = from - i - 1; /* top bit clear: i < from */
 
+		BH_OPAQUE(to);
 		if (i >= to)
 			break;
-		asm volatile("" : "+r"(before));
+		BH_OPAQUE(before);
 		if (!(before >> 63))
 			continue;
 		k = &p->keys[i];
