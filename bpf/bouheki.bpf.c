@@ -330,27 +330,23 @@ static __always_inline u64 bh_span_mask(struct bh_policy *p, u8 proto, u16 port,
 }
 
 /* The mask of the inline key (a, b) among keys[from, to), else def: the
- * answer of the dimension's hash map (twin: inline.key_mask). The index
- * starts at 0, not at from, so that the verifier knows it (and the address
- * clang derives from it) exactly on every turn. Whether it has reached
- * from is tested on an opaque copy that clang may not fold back into
- * i < from: a test on from itself would split the verifier's paths by
- * from's range on every turn, beyond its complexity limit. */
-static __always_inline u64 bh_key_mask(struct bh_policy *p, u64 from, u32 to, u64 a, u64 b,
+ * answer of the dimension's hash map (twin: inline.key_mask). The index is
+ * (from + j) masked to the array, which the verifier bounds without
+ * knowing from; no test is made on from (one per turn split the verifier's
+ * paths by from's range, beyond its complexity limit). */
+static __always_inline u64 bh_key_mask(struct bh_policy *p, u32 from, u32 to, u64 a, u64 b,
 				       u64 def)
 {
-#pragma clang loop unroll(disable)
-	for (u32 i = 0; i < BH_INLINE_KEYS; i++) {
-		struct bh_inline_key *k;
-		u64 before = from - i - 1; /* top bit clear: i < from */
+	u32 count = to - from;
 
-		BH_OPAQUE(to);
-		if (i >= to)
+#pragma clang loop unroll(disable)
+	for (u32 j = 0; j < BH_INLINE_KEYS; j++) {
+		struct bh_inline_key *k;
+
+		BH_OPAQUE(count);
+		if (j >= count)
 			break;
-		BH_OPAQUE(before);
-		if (!(before >> 63))
-			continue;
-		k = &p->keys[i];
+		k = &p->keys[(from + j) & (BH_INLINE_KEYS - 1)];
 		if (k->a == a && k->b == b)
 			return k->mask;
 	}

@@ -90,7 +90,7 @@ static __inline__ __attribute__((always_inline)) __u32 bh_policy_slot(__u32 gen,
  * dimension with more keys than fit stays in its map (BH_DIM_* set in
  * in_maps). Python's mirror and its twin: policy/inline.py. */
 #define BH_INLINE_SPANS 48
-#define BH_INLINE_KEYS 48
+#define BH_INLINE_KEYS 64 /* a power of 2: bh_key_mask masks its index */
 #define BH_DIM_PORT 1
 #define BH_DIM_UID 2
 #define BH_DIM_GID 4

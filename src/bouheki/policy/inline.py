@@ -20,7 +20,7 @@ from typing import NamedTuple, TypeVar
 from bouheki.policy.tables import COMM_LEN, PolicyTables, Proto
 
 INLINE_SPANS = 48  # BH_INLINE_SPANS
-INLINE_KEYS = 48  # BH_INLINE_KEYS
+INLINE_KEYS = 64  # BH_INLINE_KEYS, a power of 2 (bh_key_mask masks its index)
 
 # BH_DIM_*: a bit of bh_policy.in_maps, the dimension is in its map.
 DIM_PORT = 1
