@@ -411,10 +411,16 @@ def phase_connect(k: Knobs, res: Results, state: dict[str, Any]) -> None:
     state["compiled"] = compiled
     tables = {t.name: t for t in compiled.tables}
     c_tables = tables[UNIT["c"]]
+    from bouheki.policy.inline import inline_sets
+
     out["policies"] = {
         name: {"rules": t.rule_count, "dst4_entries": len(t.dst4),
                "port_entries": len(t.ports), "identity_entries":
-               len(t.comm) + len(t.exe) + len(t.uid) + len(t.gid)}
+               len(t.comm) + len(t.exe) + len(t.uid) + len(t.gid),
+               # what the policy's value holds inline, and the dimensions in maps
+               "inline_spans": len(inline_sets(t).spans),
+               "inline_keys": len(inline_sets(t).keys),
+               "in_maps": inline_sets(t).in_maps}
         for name, t in tables.items()
     }  # fmt: skip
     out["apply_bc_s"] = times

@@ -618,14 +618,18 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
         budget = TARGET_SHARE / 100 * a_mean
         least = us_conn("f") + piece("b_path")
         whole = piece("bouheki")
-        ports = c.get("policies", {}).get("bench-c.service", {}).get("port_entries", 0)
+        scan = max(0.0, piece("inline_scan") - piece("policy"))
+        pc = c.get("policies", {}).get("bench-c.service", {})
         out.append(
             f"- **(c)'s programs: {TARGET_SHARE}% of a connect, and (c) against (d)**: "
             f"{TARGET_SHARE}% of {a_mean:.0f} µs is {budget:.1f} µs per connect. (b) costs "
-            f"{us_conn('b'):.1f} µs, (c) {us_conn('c'):.1f} µs: (c) pays three lookups more, "
-            f"its port (an LPM trie of its {ports} port entries), its uid and its comm "
-            "(hashes), because the loop's connect matches none of its rules and no rule "
-            "drops out of the running before those dimensions. "
+            f"{us_conn('b'):.1f} µs, (c) {us_conn('c'):.1f} µs. (c)'s port, uid, gid and comm "
+            "sets are inline in its policy's value (policy/inline.py): the loop's connect "
+            "matches none of its rules, so it scans all of them, which the pieces price at "
+            f"{scan:.1f} µs over the policy's slot ({pc.get('inline_spans', '?')} port spans "
+            f"and {pc.get('inline_keys', '?')} keys in (c)), where one "
+            f"lookup in a map of its own costs {piece('uid_map'):.1f} µs (a uid hash; (c) paid "
+            "three before). "
             "The pieces (section 1) price the path any decision scoped by cgroup takes, each "
             f"alone over an empty program's {us_conn('f'):.1f} µs: the cgroup id "
             f"{piece('cgroup_id'):.1f} µs, the state {piece('state'):.1f}, the scope "
@@ -640,10 +644,9 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
             "loop connects to the closed port only; section 1's alternates with a listener, "
             "whose connects leave every program colder.) What bounds bouheki here is that "
             "path: under TCG each map touched costs its struct, bucket and element pages, a "
-            "microsecond or so cold, whatever its size. What would bring (c) to (b)'s cost: "
-            "the small port, uid, gid and comm sets kept inline in the policy value (a loop "
-            "over a few entries of a value already read, instead of a cold map), maps only "
-            "for large sets. systemd's programs pay the trie per packet and nothing else "
+            "microsecond or so cold, whatever its size; (c)'s destination trie of "
+            f"{c.get('large_prefixes', 0):,} prefixes is deeper and colder than (b)'s of 10. "
+            "systemd's programs pay the trie per packet and nothing else "
             f"({us_conn('d'):.1f} µs per connect): no cgroup to scope by (they hang off the "
             "unit's cgroup), no process to identify, no per-rule counter."
         )
@@ -654,8 +657,9 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
             f"against (b)'s {(med(h.get('b')) or 0) / 1e3:.1f} µs in the same runs: (c)'s "
             "lookups, plus the host policy's way there: the scope lookup of the unit's cgroup "
             "misses, then the walk up its ancestors (system.slice: one more miss) before the "
-            "host's entry decides; each miss is a cold bucket. The inline sets above would "
-            "cut it as they would (c)."
+            "host's entry decides; each miss is a cold bucket. What would cut it: the host "
+            "policy at a fixed slot of the policies array, which the hook would read instead of "
+            "the host's scope entry (one cold bucket less)."
         )
     if "rss_reload" in missed:
         fp = data.get("footprint", {})
@@ -679,15 +683,16 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
     if "prog_cb" in missed:
         runs = {x: (st.get(x, {}).get("ns_per_call") or {}).get("values", []) for x in "bc"}
         out.append(
-            "- **programs (c)/(b)**: the two differ in (c)'s port, uid and comm lookups (its "
-            "other dimensions are out of the running by then), three cold maps. Per run, ns per "
-            "call: (b) "
+            "- **programs (c)/(b)**: the two differ in (c)'s scan of its inline port, uid, gid "
+            "and comm sets (a value already read, no map) and in the size of the destination "
+            "trie, 100,000 prefixes against 10: a deeper walk over colder nodes. Per run, ns "
+            "per call: (b) "
             + ", ".join(f"{v:.0f}" for v in runs["b"])
             + "; (c) "
             + ", ".join(f"{v:.0f}" for v in runs["c"])
             + ". The rule count itself costs nothing (a decision is a fixed number of lookups "
-            "whatever the rules); the dimensions the rules use do. Small sets kept inline in "
-            "the policy value would make (c) cost what (b) does (the previous note)."
+            "whatever the rules); what is left is the destination trie's size, which a (c) with "
+            "(b)'s 10 prefixes would not pay."
         )
     if "reload" in missed:
         big = data.get("reload", {}).get("sizes", {})
@@ -710,8 +715,9 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
             f"empty BPF LSM program on socket_connect costs {us_conn('f'):.1f} µs per connect "
             f"here (trampoline and statistics): the hook itself is cheap. bouheki's program "
             f"costs {us_conn('b'):.1f} µs in (b), where the policy decides right after the "
-            f"destination lookup, and {us_conn('c'):.1f} µs in (c), after the port, uid "
-            f"and comm lookups too and in a {c.get('large_prefixes', 0):,}-entry LPM trie. "
+            f"destination lookup, and {us_conn('c'):.1f} µs in (c), after a scan of its "
+            f"inline port, uid, gid and comm sets too and in a "
+            f"{c.get('large_prefixes', 0):,}-entry LPM trie. "
             f"So {fixed:.1f} µs is work every judged call does before it can decide: it loads "
             "the socket, its sock and the sockaddr (plain BTF loads), takes the cgroup id, "
             "reads the state, finds the scope (a hash lookup) and the policy (an array slot), "
@@ -719,12 +725,10 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
             "a rule still in the running varies in it (the policy value's X_varies masks), and "
             "the ids, comm, executable and mount namespace are read from the task's BTF-typed "
             "struct only when a lookup or an event needs them: (b) looks up its destination "
-            "only, (c) its destination, port, uid and comm (its gid rules are out of the "
-            "running by then). Against a connect of "
+            "only, (c) its destination, then scans its inline sets. Against a connect of "
             f"{a_us('closed'):.0f} µs (closed port) or {a_us('listener'):.0f} µs (listener) "
             "under TCG, that is what (c)/(a) shows, within the ±15% that wall-clock and CPU "
-            "ratios swing between runs under TCG. What would cut it further: small port and "
-            "identity sets inline in the policy value, maps only for large ones. "
+            "ratios swing between runs under TCG. "
             "The same numbers on hardware would also differ: under "
             f"TCG every helper call is emulated, and a connect costs 140{EN}200 µs against 16 "
             "µs natively (LAB.md), so the ratio here is not the ratio on a real host; only a "
