@@ -96,13 +96,14 @@ def comm_words(comm: bytes) -> tuple[int, int]:
     return int.from_bytes(raw[:8], sys.byteorder), int.from_bytes(raw[8:], sys.byteorder)
 
 
-def _ports_answer(by_len: dict[int, dict[int, int]], port: int, default: int) -> int:
-    """The ports LPM table's answer for one protocol (the twin's lookup)."""
-    for plen in sorted(by_len, reverse=True):
-        found = by_len[plen].get(port & ~((1 << (_PORT_BITS - plen)) - 1))
-        if found is not None:
-            return found
-    return default
+def ports_answer(t: PolicyTables, proto: int, port: int) -> int:
+    """The ports map's answer: the mask of proto's longest prefix holding
+    port, else port_default (the LPM lookup bh_match makes on the map)."""
+    for plen in range(_PORT_BITS, -1, -1):
+        mask = t.ports.get((proto, port & ~((1 << (_PORT_BITS - plen)) - 1), plen))
+        if mask is not None:
+            return mask
+    return t.port_default
 
 
 def port_spans(t: PolicyTables) -> list[Span]:
@@ -110,24 +111,18 @@ def port_spans(t: PolicyTables) -> list[Span]:
     protocol; runs whose answer is port_default are left out (a port in no
     span takes the default), and equal runs of several protocols share a
     span."""
-    per_proto: dict[int, dict[int, dict[int, int]]] = {}
-    for (proto, value, plen), mask in t.ports.items():
-        per_proto.setdefault(proto, {}).setdefault(plen, {})[value] = mask
+    # The answer can change only where some prefix starts or ends.
+    cuts: dict[int, set[int]] = {}
+    for proto, value, plen in t.ports:
+        end = value + (1 << (_PORT_BITS - plen))
+        cuts.setdefault(proto, {0}).update((value, end) if end <= _PORT_MAX else (value,))
     shared: dict[tuple[int, int, int], int] = {}
-    for proto, by_len in per_proto.items():
-        # The answer can change only where some prefix starts or ends.
-        cuts = {0}
-        for plen, values in by_len.items():
-            size = 1 << (_PORT_BITS - plen)
-            for value in values:
-                cuts.add(value)
-                if value + size <= _PORT_MAX:
-                    cuts.add(value + size)
-        starts = sorted(cuts)
+    for proto, at in cuts.items():
+        starts = sorted(at)
         runs: list[list[int]] = []  # [lo, hi, mask], adjacent equal runs merged
         for i, lo in enumerate(starts):
             hi = starts[i + 1] - 1 if i + 1 < len(starts) else _PORT_MAX
-            mask = _ports_answer(by_len, lo, t.port_default)
+            mask = ports_answer(t, proto, lo)
             if runs and runs[-1][2] == mask:
                 runs[-1][1] = hi
             else:

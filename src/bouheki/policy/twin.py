@@ -19,6 +19,7 @@ from bouheki.policy.inline import (
     comm_words,
     inline_sets,
     key_mask,
+    ports_answer,
     span_mask,
 )
 from bouheki.policy.tables import (
@@ -34,8 +35,6 @@ from bouheki.policy.tables import (
     Reason,
     Verdict,
 )
-
-_PORT_BITS = 16
 
 
 def _lpm(table: dict[tuple[int, int], int], addr: int, width: int) -> int | None:
@@ -70,12 +69,7 @@ def _port_mask(t: PolicyTables, proto: int, port: int) -> int:
     sets = inline_sets(t)
     if not sets.in_maps & DIM_PORT:
         return span_mask(sets.spans, proto, port, t.port_default)
-    for plen in range(_PORT_BITS, -1, -1):
-        key = port & ~((1 << (_PORT_BITS - plen)) - 1)
-        mask = t.ports.get((proto, key, plen))
-        if mask is not None:
-            return mask
-    return t.port_default
+    return ports_answer(t, proto, port)
 
 
 def _exact_mask(
