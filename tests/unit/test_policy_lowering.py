@@ -12,6 +12,7 @@ from bouheki.config.loader import parse_policy_text
 from bouheki.policy.compiler import compile_policy
 from bouheki.policy.env import Environment
 from bouheki.policy.lower import lower
+from bouheki.policy.lpm import PrefixTable
 from bouheki.policy.tables import (
     DEFAULT_RULE,
     POLICY_MONITOR,
@@ -158,6 +159,8 @@ def test_mapped_network_in_config_folds_to_ipv4() -> None:
     """)
     assert t.dst6 == {}
     assert set(t.dst4) == {(0x0A000100, 24), (0xC0000207, 32)}
+    # What the daemon keeps is the packed form (policy/lpm.py).
+    assert isinstance(t.dst4, PrefixTable) and isinstance(t.dst6, PrefixTable)
     assert verdict(t, "10.0.1.9") == B
     assert verdict(t, "::ffff:192.0.2.7") == B
     assert verdict(t, "192.0.2.8") == A

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import Any, Optional
 
-from bouheki.policy.lpm import Prefix, fold, range_to_prefixes
+from bouheki.policy.lpm import Prefix, PrefixTable, fold, range_to_prefixes
 from bouheki.policy.model import IdMatch, LoweredPolicy, PortMatch, Rule
 from bouheki.policy.tables import (
     MAX_RULES,
@@ -32,7 +32,7 @@ def _bits(rules: Sequence[Rule], pick: Any) -> int:
     return sum(1 << i for i, rule in enumerate(rules) if pick(rule))
 
 
-def _dst_tables(rules: Sequence[Rule]) -> tuple[dict[tuple[int, int], int], ...]:
+def _dst_tables(rules: Sequence[Rule]) -> tuple[PrefixTable, PrefixTable]:
     unconstrained = _bits(rules, lambda r: r.dst is None)
     constraints = {
         i: [
@@ -43,12 +43,10 @@ def _dst_tables(rules: Sequence[Rule]) -> tuple[dict[tuple[int, int], int], ...]
         for i, rule in enumerate(rules)
         if rule.dst is not None
     }
-    dst4: dict[tuple[int, int], int] = {}
-    dst6: dict[tuple[int, int], int] = {}
-    for prefix, mask in fold(constraints, unconstrained).items():
-        table = dst4 if prefix.space == 4 else dst6
-        table[(prefix.value, prefix.plen)] = mask
-    return dst4, dst6
+    by_length: dict[int, dict[int, dict[int, int]]] = {4: {}, 6: {}}
+    for p, mask in fold(constraints, unconstrained).items():
+        by_length[p.space].setdefault(p.plen, {})[p.value] = mask
+    return PrefixTable(by_length[4], 32), PrefixTable(by_length[6], 128)
 
 
 def port_prefixes(match: PortMatch) -> list[Prefix]:

@@ -169,8 +169,9 @@ class PolicyTables:
     rule_count: int
     allow_bits: int  # bit i set: rule i allows; clear: rule i blocks
     origins: list[Origin]  # index i: rule i; index rule_count: the default
-    dst4: dict[tuple[int, int], int] = field(default_factory=dict)
-    dst6: dict[tuple[int, int], int] = field(default_factory=dict)
+    # The compiler gives a PrefixTable (policy/lpm.py), packed; a dict does.
+    dst4: Mapping[tuple[int, int], int] = field(default_factory=dict)
+    dst6: Mapping[tuple[int, int], int] = field(default_factory=dict)
     ports: dict[tuple[int, int, int], int] = field(default_factory=dict)
     comm: dict[bytes, int] = field(default_factory=dict)
     exe: dict[tuple[int, int], int] = field(default_factory=dict)

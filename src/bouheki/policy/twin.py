@@ -22,6 +22,7 @@ from bouheki.policy.inline import (
     ports_answer,
     span_mask,
 )
+from bouheki.policy.lpm import PrefixTable
 from bouheki.policy.tables import (
     COMM_LEN,
     DEFAULT_RULE,
@@ -37,7 +38,9 @@ from bouheki.policy.tables import (
 )
 
 
-def _lpm(table: dict[tuple[int, int], int], addr: int, width: int) -> int | None:
+def _lpm(table: Mapping[tuple[int, int], int], addr: int, width: int) -> int | None:
+    if isinstance(table, PrefixTable):
+        return table.longest(addr)
     for plen in range(width, -1, -1):
         key = addr & ~((1 << (width - plen)) - 1)
         mask = table.get((key, plen))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..common import api
+from ..common import api, memory
 from ..common.units import check_unit_name, is_unit_pattern
 from ..config import loader
 from ..config.errors import ConfigError
@@ -117,6 +117,8 @@ class Engine:
         self._events = EventReader(self.enforcer.programs, self.events.on_event)
         self._events.start()
         self.names.start(self.refresh)
+        del ps
+        memory.give_back()  # the parse's and a compile's pages (common/memory.py)
         return result
 
     def _inherit_ids(self) -> None:
@@ -167,12 +169,18 @@ class Engine:
         async with self._lock:
             t0 = time.monotonic()
             self.last_reload_usec, self.last_reload_ok = environment.usec_now(), False
+            ps: PolicySet | None = None
             try:
                 ps = await self._in_thread(self._load)
                 result = await self._apply(ps, t0)
             except BaseException:
                 self.reloads_failed += 1
                 raise
+            finally:
+                # The parse is freed (unless a refresh needs it: Running);
+                # give its pages back (common/memory.py).
+                ps = None
+                memory.give_back()
             self.last_reload_ok = True
             return result
 
@@ -445,7 +453,12 @@ class Engine:
         # so that any caller's stream of checks queues instead of piling up
         # parses, and never delays a reload.
         async with self._check_lock:
-            return await self._in_thread(loader.check_config, path or self.config, self.search_dirs)
+            try:
+                return await self._in_thread(
+                    loader.check_config, path or self.config, self.search_dirs
+                )
+            finally:
+                memory.give_back()  # a large check's parse (common/memory.py)
 
 
 def _default_enforcer() -> Enforcer:
