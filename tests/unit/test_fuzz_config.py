@@ -48,7 +48,7 @@ from bouheki.config.toml_file import tomllib
 from bouheki.config.values import ADDRESS_SETS, MAX_COMM, MAX_ID
 from bouheki.policy.assemble import compile_policy_set, policy_set_requirements
 from bouheki.policy.env import Environment
-from bouheki.policy.model import AddressSet, DomainName
+from bouheki.policy.model import AddressSet, DomainName, Net, fold_mapped
 from bouheki.policy.policyset import HOST_POLICY_NAME, PolicySet
 from bouheki.policy.tables import MAX_POLICIES, MAX_RULES, Origin
 
@@ -196,9 +196,11 @@ def check_dest(d: object) -> None:
     elif isinstance(d, AddressSet):
         assert d.name in ADDRESS_SETS, d
     else:
-        assert isinstance(d, (ipaddress.IPv4Network, ipaddress.IPv6Network)), d
-        # A zone index would be silently dropped by the kernel tables.
-        assert getattr(d.network_address, "scope_id", None) is None, d
+        # A Net holds no zone index (the kernel tables would drop it).
+        assert isinstance(d, Net) and d.version in (4, 6), d
+        assert 0 <= d.prefixlen <= d.max_prefixlen and 0 <= d.value < 1 << d.max_prefixlen, d
+        assert d.value & ((1 << (d.max_prefixlen - d.prefixlen)) - 1) == 0, d  # no host bits
+        assert fold_mapped(d) == d, d  # ::ffff:a.b.c.d is held as IPv4
 
 
 def check_value(dimension: str, v: object) -> None:

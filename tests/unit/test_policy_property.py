@@ -29,8 +29,8 @@ from bouheki.policy.model import (
     Dest,
     DomainName,
     IPAddress,
-    IPNetwork,
     Item,
+    Net,
     PolicySpec,
     RuleSpec,
     fold_mapped,
@@ -72,8 +72,8 @@ def test_twin_matches_reference_many_rules() -> None:
 # -- the design's steps, evaluated directly --------------------------------
 
 
-def _networks(dests: Sequence[Item[Dest]], env: Environment) -> list[IPNetwork]:
-    out: list[IPNetwork] = []
+def _networks(dests: Sequence[Item[Dest]], env: Environment) -> list[Net]:
+    out: list[Net] = []
     for item in dests:
         d = item.value
         if isinstance(d, DomainName):

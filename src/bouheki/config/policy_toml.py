@@ -24,7 +24,7 @@ from bouheki.config.values import (
     type_name,
 )
 from bouheki.policy.model import AllowDeny, Dest, Item, ListField, PolicySpec, RuleSpec
-from bouheki.policy.tables import PORT_PROTOCOLS, Action, protocol_name
+from bouheki.policy.tables import PORT_PROTOCOLS, Action, Origin, protocol_name
 
 T = TypeVar("T")
 
@@ -82,17 +82,19 @@ def parse_items(
         doc.error(path, f"expected an array like {example}, got {type_name(value)}{hint}")
         return None
     items: list[Item[Any]] = []
-    base = format_path(path)  # once, not per element: a list may hold 100,000
+    # Once, not per element: a list may hold 100,000.
+    base = format_path(path)
+    lines = doc.lines.element_lines(path)
     for index, element in enumerate(value):
-        where = (*path, index)
         try:
             parsed, warning = parse(element)
         except ValueError as e:
-            doc.error(where, str(e))
+            doc.error((*path, index), str(e))
             continue
         if warning:
-            doc.warn(where, warning)
-        items.append(Item(parsed, doc.origin(where, f"{base}[{index}]")))
+            doc.warn((*path, index), warning)
+        line = lines[index] if index < len(lines) else doc.line((*path, index))
+        items.append(Item(parsed, Origin(doc.file, line, f"{base}[{index}]")))
     return tuple(items)
 
 

@@ -36,8 +36,8 @@ def _dst_tables(rules: Sequence[Rule]) -> tuple[PrefixTable, PrefixTable]:
     unconstrained = _bits(rules, lambda r: r.dst is None)
     constraints = {
         i: [
-            # ipaddress networks hold no host bits: no masking needed.
-            (Prefix(net.version, int(net.network_address), net.prefixlen, net.max_prefixlen), inc)
+            # A Net holds no host bits: no masking needed.
+            (Prefix(net.version, net.value, net.prefixlen, net.max_prefixlen), inc)
             for net, inc in rule.dst.entries
         ]
         for i, rule in enumerate(rules)

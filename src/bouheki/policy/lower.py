@@ -28,11 +28,11 @@ from bouheki.policy.model import (
     DomainName,
     ExeId,
     IdMatch,
-    IPNetwork,
     Item,
     ListField,
     LoweredPolicy,
     LpmSet,
+    Net,
     PolicySpec,
     PortMatch,
     Rule,
@@ -60,8 +60,8 @@ class _Resolver:
     def _warn(self, origin: Origin, message: str) -> None:
         self.warnings.append(Problem(origin.file, origin.line, f"{origin.text}: {message}"))
 
-    def networks(self, items: Iterable[Item[Dest]]) -> list[IPNetwork]:
-        out: list[IPNetwork] = []
+    def networks(self, items: Iterable[Item[Dest]]) -> list[Net]:
+        out: list[Net] = []
         unresolved: list[Item[Dest]] = []
         for item in items:
             dest = item.value
@@ -114,12 +114,10 @@ class _Resolver:
         return frozenset(exes)
 
 
-def _lpm_set(
-    included: Sequence[IPNetwork], excluded: Sequence[IPNetwork], tie_included: bool
-) -> LpmSet:
+def _lpm_set(included: Sequence[Net], excluded: Sequence[Net], tie_included: bool) -> LpmSet:
     if not excluded:  # the common case, and hashing networks is not cheap
         return LpmSet(tuple(dict.fromkeys(included, True).items()))
-    entries: dict[IPNetwork, bool] = {net: False for net in excluded}
+    entries: dict[Net, bool] = {net: False for net in excluded}
     excluded_set = set(excluded)
     for net in included:
         entries[net] = tie_included if net in excluded_set else True

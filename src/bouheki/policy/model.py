@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Generic, Optional, TypeVar, Union
+from typing import Generic, NamedTuple, Optional, TypeVar, Union
 
 from bouheki.policy.tables import Action, Origin
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 ExeId = tuple[int, int]  # (kernel dev_t, inode)
-
-_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 T = TypeVar("T")
 
@@ -43,18 +41,57 @@ class AddressSet:
         return "@" + self.name
 
 
-Dest = Union[ipaddress.IPv4Network, ipaddress.IPv6Network, DomainName, AddressSet]
+class Net(NamedTuple):
+    """An IP network as the policy model holds it: its version, its address
+    as an int (no host bits) and its prefix length. An ipaddress network
+    takes ~430 bytes and, built from a string, most of a list's parse: a
+    policy may list 100,000 (bench/ section 2). `addr in net`, str() and
+    the ipaddress network (network()) are as ipaddress gives them."""
+
+    version: int
+    value: int
+    prefixlen: int
+
+    @property
+    def max_prefixlen(self) -> int:
+        return 32 if self.version == 4 else 128
+
+    @staticmethod
+    def of(net: IPNetwork) -> Net:
+        return Net(net.version, int(net.network_address), net.prefixlen)
+
+    def network(self) -> IPNetwork:
+        if self.version == 4:
+            return ipaddress.IPv4Network((self.value, self.prefixlen))
+        return ipaddress.IPv6Network((self.value, self.prefixlen))
+
+    def __contains__(self, addr: object) -> bool:
+        if not isinstance(addr, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+            return False
+        shift = self.max_prefixlen - self.prefixlen
+        return addr.version == self.version and int(addr) >> shift == self.value >> shift
+
+    def __str__(self) -> str:
+        return str(self.network())
 
 
-def fold_mapped(net: IPNetwork) -> IPNetwork:
-    """An IPv4-mapped IPv6 network as the IPv4 network it stands for.
+Dest = Union[Net, DomainName, AddressSet]
+
+# ::ffff:0:0/96, as Net.value >> 32
+_MAPPED_TOP = 0xFFFF
+
+
+def fold_mapped(net: IPNetwork | Net) -> Net:
+    """A network as the model holds it; an IPv4-mapped IPv6 network as the
+    IPv4 network it stands for.
 
     The hooks judge a connect to ::ffff:a.b.c.d as IPv4, so a policy entry
     written in mapped form must land in the IPv4 table to ever match.
     """
-    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96 and net.subnet_of(_MAPPED):
-        addr = int(net.network_address) & 0xFFFFFFFF
-        return ipaddress.IPv4Network((addr, net.prefixlen - 96))
+    if not isinstance(net, Net):
+        net = Net.of(net)
+    if net.version == 6 and net.prefixlen >= 96 and net.value >> 32 == _MAPPED_TOP:
+        return Net(4, net.value & 0xFFFFFFFF, net.prefixlen - 96)
     return net
 
 
@@ -168,10 +205,10 @@ class LpmSet:
     """A set of addresses given by (network, included) entries: an address is
     in the set iff the longest entry containing it is included."""
 
-    entries: tuple[tuple[IPNetwork, bool], ...]
+    entries: tuple[tuple[Net, bool], ...]
 
     def contains(self, addr: IPAddress) -> bool:
-        best: Optional[tuple[IPNetwork, bool]] = None
+        best: Optional[tuple[Net, bool]] = None
         for net, included in self.entries:
             contains = net.version == addr.version and addr in net
             if contains and (best is None or net.prefixlen > best[0].prefixlen):
