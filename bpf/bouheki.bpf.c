@@ -292,12 +292,11 @@ static __always_inline struct bh_policy *bh_scope(u32 gen, struct bh_who *who, u
 			return p;
 		}
 	}
-	sk.cgroup_id = 0;
-	sv = scopes.lookup(&sk);
-	if (!sv)
-		return NULL;
-	*policy_id = sv->policy;
-	return bh_policy_of(gen, sv->policy);
+	/* The host's policy: its reserved slot, written by gen only when the
+	 * configuration has one (policy/assemble.py assign_ids). A slot read
+	 * is one cold lookup less than a scope entry's hash bucket. */
+	*policy_id = BH_HOST_POLICY;
+	return bh_policy_of(gen, BH_HOST_POLICY);
 }
 
 /* The inline scans below run i from 0 to the array's size, and stop early

@@ -10,6 +10,9 @@
 #define BH_MAX_RULES 64
 #define BH_DEFAULT_RULE 64
 #define BH_MAX_POLICIES 1024
+/* The host's policy's id, reserved for it: a hook reads its slot of the
+ * policies array, not a scope entry (one hash lookup less). */
+#define BH_HOST_POLICY 0
 #define BH_COMM_LEN 16
 
 #define BH_POLICY_MONITOR 1
@@ -59,7 +62,7 @@ struct bh_state {
 	__u32 flags;
 };
 
-/* cgroup id -> policy. cgroup_id 0 holds the host policy. */
+/* cgroup id -> policy, for the cgroups of units and slices that have one. */
 struct bh_scope_key {
 	__u32 gen;
 	__u32 pad;

@@ -51,9 +51,9 @@ def test_seed_container() -> None:
     compiled = compile_policy_set(ps, Environment())
     assert compiled.host_policy_id is None
     assert compiled.scopes == [
-        ScopeEntry("docker-*.scope", "docker-*.scope", 0),
-        ScopeEntry("libpod-*.scope", "libpod-*.scope", 0),
-        ScopeEntry("machine.slice", None, 0),
+        ScopeEntry("docker-*.scope", "docker-*.scope", 1),
+        ScopeEntry("libpod-*.scope", "libpod-*.scope", 1),
+        ScopeEntry("machine.slice", None, 1),
     ]
     (t,) = compiled.tables
     assert t.flags & POLICY_FOREIGN_MNTNS_ONLY and not t.flags & POLICY_MONITOR

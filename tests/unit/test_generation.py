@@ -82,9 +82,9 @@ def tables(pid: int = 0) -> PolicyTables:
 def test_apply_then_reapply_keeps_only_the_new_generation() -> None:
     io = DictMaps()
     swap = GenerationSwap(io)
-    g1 = swap.apply([tables()], host_policy=0, fill_scopes=lambda s: s.add(77, 0))
+    g1 = swap.apply([tables()], fill_scopes=lambda s: s.add(77, 0))
     assert g1 == 1 and io.state.active_gen == 1
-    g2 = swap.apply([tables()], host_policy=None, fill_scopes=lambda s: s.add(78, 0))
+    g2 = swap.apply([tables()], fill_scopes=lambda s: s.add(78, 0))
     assert g2 == 2
     for name in ("policies", "dst4", "comms", "uids", "scopes"):
         assert io.gens(name) == {2}, name
@@ -100,8 +100,8 @@ def test_scopes_are_written_while_the_generation_is_pending() -> None:
         seen.append((io.state.active_gen, io.state.pending_gen))
         sink.add(5, 0)
 
-    swap.apply([tables()], None, fill)
-    swap.apply([tables()], None, fill)
+    swap.apply([tables()], fill)
+    swap.apply([tables()], fill)
     assert seen == [(0, 1), (1, 2)]
     assert io.state.pending_gen == 0
 
@@ -109,11 +109,11 @@ def test_scopes_are_written_while_the_generation_is_pending() -> None:
 def test_failure_leaves_the_running_generation_untouched() -> None:
     io = DictMaps()
     swap = GenerationSwap(io)
-    swap.apply([tables()], 0, lambda s: s.add(9, 0))
+    swap.apply([tables()], lambda s: s.add(9, 0))
     before = {n: dict(m) for n, m in io.maps.items()}
     io.fail_on = "uids"
     with pytest.raises(ApplyError, match="generation 2"):
-        swap.apply([tables()], 0, lambda s: s.add(10, 0))
+        swap.apply([tables()], lambda s: s.add(10, 0))
     io.fail_on = None
     assert io.state.active_gen == 1 and io.state.pending_gen == 0
     assert io.maps == before
@@ -122,7 +122,7 @@ def test_failure_leaves_the_running_generation_untouched() -> None:
 def test_failing_scope_walk_rolls_back_kernel_added_scopes() -> None:
     io = DictMaps()
     swap = GenerationSwap(io)
-    swap.apply([tables()], 0, lambda s: None)
+    swap.apply([tables()], lambda s: s.add(9, 0))
 
     def fill(sink: ScopeSink) -> None:
         # as if cgroup_mkdir had copied an entry into the pending generation
@@ -130,7 +130,7 @@ def test_failing_scope_walk_rolls_back_kernel_added_scopes() -> None:
         raise RuntimeError("cgroup walk failed")
 
     with pytest.raises(ApplyError):
-        swap.apply([tables()], 0, fill)
+        swap.apply([tables()], fill)
     assert io.gens("scopes") == {1}
 
 
@@ -138,13 +138,13 @@ def test_patterns_use_free_slots_and_old_ones_are_cleared() -> None:
     io = DictMaps()
     swap = GenerationSwap(io)
     pat = UnitPattern(parent_id=0, prefix="docker-", suffix=".scope", policy=0)
-    swap.apply([tables()], None, lambda s: None, patterns=[pat])
-    swap.apply([tables()], None, lambda s: None, patterns=[pat, pat])
+    swap.apply([tables()], lambda s: None, patterns=[pat])
+    swap.apply([tables()], lambda s: None, patterns=[pat, pat])
     live = [(p.gen, p.prefix, p.suffix) for p in io.patterns if p.gen]
     assert live == [(2, b"docker-", b".scope")] * 2
     too_many = [pat] * (layout.MAX_PATTERNS + 1)
     with pytest.raises(ApplyError, match="at most 16"):
-        swap.apply([tables()], None, lambda s: None, patterns=too_many)
+        swap.apply([tables()], lambda s: None, patterns=too_many)
     assert io.state.active_gen == 2
 
 
@@ -170,7 +170,7 @@ def test_every_map_the_swap_touches_exists_in_the_programs() -> None:
         sink.add(4, 0)
 
     pat = UnitPattern(parent_id=0, prefix="docker-", suffix=".scope", policy=0)
-    swap.apply([tables()], 0, fill, unit_names=[UnitName(3, "x.service", 0)], patterns=[pat])
+    swap.apply([tables()], fill, unit_names=[UnitName(3, "x.service", 0)], patterns=[pat])
     assert touched <= set(MAP_NAMES)
     src = (Path(__file__).resolve().parents[2] / "bpf" / "bouheki.bpf.c").read_text()
     declared = set(re.findall(r'^BH_MAP\("\w+", [^,]+, [^,]+, (\w+),', src, re.M))
@@ -208,17 +208,17 @@ def test_a_policy_set_too_large_for_the_maps_is_refused_before_any_write() -> No
     swap = GenerationSwap(io, capacities={"dst4": 4, "comms": 8})
     big = tables()
     big.dst4.update({(0x0B000000 + i, 32): 1 for i in range(2)})  # 3 prefixes
-    assert swap.apply([big], host_policy=0, fill_scopes=lambda s: None) == 1
+    assert swap.apply([big], fill_scopes=lambda s: None) == 1
     before = {name: set(io.maps.get(name, {})) for name in ("dst4", "policies", "scopes")}
     # 2 fit in 4 only if the running 3 were gone: both sets live at once.
     small = tables()
     small.dst4[(0x0B000000, 32)] = 1
     with pytest.raises(ApplyError, match=r"need 2 IPv4 destination prefixes.*1 fit beside"):
-        swap.apply([small], host_policy=0, fill_scopes=lambda s: None)
+        swap.apply([small], fill_scopes=lambda s: None)
     huge = tables()
     huge.dst4.update({(0x0C000000 + i, 32): 1 for i in range(4)})
     with pytest.raises(ApplyError, match=r"need 5 IPv4 .*at most 2 fit"):
-        swap.apply([huge], host_policy=0, fill_scopes=lambda s: None)
+        swap.apply([huge], fill_scopes=lambda s: None)
     assert io.state.active_gen == 1 and io.state.pending_gen == 0
     assert {name: set(io.maps.get(name, {})) for name in ("dst4", "policies", "scopes")} == before
 
@@ -231,13 +231,13 @@ def test_a_generation_never_writes_the_half_of_the_policies_hooks_read() -> None
     clearing keep to it."""
     io = DictMaps()
     swap = GenerationSwap(io)
-    swap.apply([tables(0), tables(5)], host_policy=0, fill_scopes=lambda s: s.add(77, 5))
-    swap.apply([tables(0)], host_policy=0, fill_scopes=lambda s: None)
+    swap.apply([tables(0), tables(5)], fill_scopes=lambda s: s.add(77, 5))
+    swap.apply([tables(0)], fill_scopes=lambda s: None)
     io.fail_on = "comms"
     with pytest.raises(ApplyError):
-        swap.apply([tables(3)], host_policy=3, fill_scopes=lambda s: None)
+        swap.apply([tables(3)], fill_scopes=lambda s: None)
     io.fail_on = None
-    swap.apply([tables(3), tables(0)], host_policy=3, fill_scopes=lambda s: None)
+    swap.apply([tables(3), tables(0)], fill_scopes=lambda s: None)
     swap.clear()
 
     half = layout.MAX_POLICIES
@@ -273,7 +273,7 @@ def test_generations_alternate_parity_across_the_wrap() -> None:
 def test_policy_slots_are_written_with_their_generation() -> None:
     io = DictMaps()
     swap = GenerationSwap(io)
-    gen = swap.apply([tables(7)], host_policy=7, fill_scopes=lambda s: None)
+    gen = swap.apply([tables(7)], fill_scopes=lambda s: None)
     (key,) = io.maps["policies"]
     assert int.from_bytes(key, "little") == layout.policy_slot(gen, 7) == (gen % 2) * 1024 + 7
     assert layout.Policy.from_buffer_copy(io.maps["policies"][key]).gen == gen
@@ -292,3 +292,15 @@ def test_the_key_log_gives_back_every_key_it_packed() -> None:
     assert log.counts() == {"dst4": 500, "policies": 1, "scopes": 1}
     with pytest.raises(TypeError):
         log.append(("dst4", layout.ScopeKey()))
+
+
+def test_the_host_policy_is_its_reserved_slot_and_no_scope_entry() -> None:
+    """bh_scope reads the host's policy from slot HOST_POLICY of the
+    generation: a swap writes that slot and no scope entry for it."""
+    from bouheki.policy.tables import HOST_POLICY
+
+    io = DictMaps()
+    gen = GenerationSwap(io).apply([tables(HOST_POLICY)], fill_scopes=lambda s: None)
+    assert "scopes" not in io.maps or not io.maps["scopes"]
+    (key,) = io.maps["policies"]
+    assert int.from_bytes(key, "little") == layout.policy_slot(gen, HOST_POLICY)

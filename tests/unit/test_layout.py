@@ -57,7 +57,7 @@ def python_mirror() -> dict[str, int]:
         **{f"BH_{k}": v for k, v in vars(layout).items() if k.startswith("G_")},
         **{f"BH_{k}": v for k, v in vars(tables).items() if k.startswith("POLICY_")},
     }
-    for name in ("MAX_RULES", "DEFAULT_RULE", "MAX_POLICIES", "COMM_LEN"):
+    for name in ("MAX_RULES", "DEFAULT_RULE", "MAX_POLICIES", "HOST_POLICY", "COMM_LEN"):
         ours[f"BH_{name}"] = getattr(tables, name)
     for name in ("UNIT_NAME_LEN", "PATTERN_LEN"):
         ours[f"BH_{name}"] = getattr(units, name)

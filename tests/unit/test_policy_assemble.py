@@ -16,7 +16,7 @@ from bouheki.policy.assemble import (
 )
 from bouheki.policy.env import Environment, Requirements
 from bouheki.policy.policyset import HOST_POLICY_NAME
-from bouheki.policy.tables import MAX_POLICIES, POLICY_LOG_ALLOWED
+from bouheki.policy.tables import HOST_POLICY, MAX_POLICIES, POLICY_LOG_ALLOWED
 
 
 def make_config(tmp_path: Path, units: dict[str, str], main: str = "") -> Path:
@@ -63,22 +63,33 @@ def test_ids_scopes_and_host(tmp_path: Path) -> None:
 def test_ids_are_stable_across_reloads(tmp_path: Path) -> None:
     d = make_config(tmp_path, {"a.service": "mode = 'block'\n", "b.service": "mode = 'block'\n"})
     first = compile_policy_set(load_policy_set(d / "bouheki.toml", [d]), Environment())
-    assert first.ids == {"a.service": 0, "b.service": 1}
+    assert first.ids == {"a.service": 1, "b.service": 2}  # 0 is the host's
     (d / "units" / "a.service.toml").unlink()
     (d / "units" / "c.service.toml").write_text("mode = 'block'\n")
     second = compile_policy_set(load_policy_set(d / "bouheki.toml", [d]), Environment(), first.ids)
-    # b keeps 1; c gets a never-used id rather than a's old counters
-    assert second.ids == {"b.service": 1, "c.service": 2}
+    # b keeps 2; c gets a never-used id rather than a's old counters
+    assert second.ids == {"b.service": 2, "c.service": 3}
 
 
 def test_assign_ids() -> None:
-    assert assign_ids(["x", "y"]) == {"x": 0, "y": 1}
-    assert assign_ids(["y", "z"], {"x": 0, "y": 1}) == {"y": 1, "z": 2}
-    full = {f"p{i}": i for i in range(MAX_POLICIES)}
-    names = [f"p{i}" for i in range(1, MAX_POLICIES)] + ["new"]
-    assert assign_ids(names, full)["new"] == 0  # all ids used once: reuse
+    assert assign_ids(["x", "y"]) == {"x": 1, "y": 2}
+    assert assign_ids(["y", "z"], {"x": 1, "y": 2}) == {"y": 2, "z": 3}
+    full = {f"p{i}": i for i in range(1, MAX_POLICIES)}
+    names = [f"p{i}" for i in range(2, MAX_POLICIES)] + ["new"]
+    assert assign_ids(names, full)["new"] == 1  # all ids used once: reuse
     with pytest.raises(ValueError, match="at most"):
-        assign_ids(f"n{i}" for i in range(MAX_POLICIES + 1))
+        assign_ids(f"n{i}" for i in range(MAX_POLICIES))
+    assert len(assign_ids([f"n{i}" for i in range(MAX_POLICIES)], host="n7")) == MAX_POLICIES
+
+
+def test_the_host_policy_has_its_reserved_id() -> None:
+    """HOST_POLICY is the host's (the hooks read its slot: bh_scope): a
+    host policy takes it even from a unit that held it (as an older daemon
+    may have assigned), and no other policy ever gets it."""
+    assert assign_ids(["h", "a"], host="h") == {"h": HOST_POLICY, "a": 1}
+    moved = assign_ids(["a", "h"], {"a": HOST_POLICY, "h": 5}, host="h")
+    assert moved["h"] == HOST_POLICY and moved["a"] not in (HOST_POLICY, 5)
+    assert HOST_POLICY not in assign_ids(["a", "b"], {"a": HOST_POLICY}).values()
 
 
 @pytest.mark.parametrize(

@@ -148,15 +148,16 @@ def check_policy_count(
     """Reports more policies than the kernel holds. Checked while loading
     because compile_policy_set() would otherwise refuse a configuration that
     loaded, with a plain ValueError the daemon does not expect."""
-    policies = ([host] if host is not None else []) + units
-    if len(policies) <= MAX_POLICIES:
+    # Id HOST_POLICY is the host's, whether there is a host policy or not.
+    most = MAX_POLICIES - 1
+    if len(units) <= most:
         return
-    first = policies[MAX_POLICIES]
+    first = units[most]
     report.error(
         first.files[0],
         0,
-        f"too many policies: {len(policies)} (the host policy and one per unit), at most "
-        f"{MAX_POLICIES} are supported; {first.name} is policy {MAX_POLICIES + 1}",
+        f"too many unit policies: {len(units)}, at most {most} are supported (and the "
+        f"host's); {first.name} is unit policy {most + 1}",
     )
 
 

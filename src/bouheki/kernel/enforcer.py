@@ -48,7 +48,6 @@ class Enforcer:
 
         gen = self.swap.apply(
             compiled.tables,
-            compiled.host_policy_id,
             fill,
             host_mntns=host_mount_ns(),
             unit_names=names,

@@ -158,7 +158,6 @@ class GenerationSwap:
     def apply(
         self,
         tables: list[PolicyTables],
-        host_policy: int | None,
         fill_scopes: Callable[[ScopeSink], None],
         host_mntns: int = 0,
         unit_names: Sequence[UnitName] = (),
@@ -186,10 +185,9 @@ class GenerationSwap:
                 self.io.update("unit_names", key, layout.ScopeVal(policy=u.policy))
                 written.append(("unit_names", key))
             self._write_patterns(gen, old, patterns)
-            sink = ScopeSink(self.io, gen, written)
-            if host_policy is not None:
-                sink.add(0, host_policy)
-            fill_scopes(sink)
+            # The host's policy, if any, is the table of id HOST_POLICY: the
+            # hooks read its slot, no scope entry (bh_scope).
+            fill_scopes(ScopeSink(self.io, gen, written))
         except Exception as e:
             self._delete(written)
             self._delete_scopes_of(gen)

@@ -17,7 +17,7 @@ from bouheki.policy.compiler import compile_policy
 from bouheki.policy.env import Environment, Requirements, requirements, union
 from bouheki.policy.lower import lower
 from bouheki.policy.policyset import PolicySet
-from bouheki.policy.tables import MAX_POLICIES, POLICY_LOG_ALLOWED, PolicyTables
+from bouheki.policy.tables import HOST_POLICY, MAX_POLICIES, POLICY_LOG_ALLOWED, PolicyTables
 
 
 @dataclass(frozen=True)
@@ -44,17 +44,28 @@ class CompiledPolicySet:
 
 
 def assign_ids(
-    names: Iterable[str], previous: Optional[Mapping[str, int]] = None
+    names: Iterable[str],
+    previous: Optional[Mapping[str, int]] = None,
+    host: Optional[str] = None,
 ) -> dict[str, int]:
-    """Stable ids: a name keeps its previous id; a new name takes the lowest id
-    never used in `previous` (so counters of a removed policy are not mixed
-    into a new one), or else the lowest free one."""
+    """Stable ids: the host's policy (named `host`) has HOST_POLICY, which
+    no other takes; any other name keeps its previous id; a new name takes
+    the lowest id never used in `previous` (so counters of a removed policy
+    are not mixed into a new one), or else the lowest free one."""
     previous = previous or {}
     wanted = list(dict.fromkeys(names))
-    if len(wanted) > MAX_POLICIES:
-        raise ValueError(f"{len(wanted)} policies, at most {MAX_POLICIES} are supported")
-    ids = {n: previous[n] for n in wanted if n in previous and 0 <= previous[n] < MAX_POLICIES}
-    taken = set(ids.values())
+    if len(wanted) > MAX_POLICIES or len(set(wanted) - {host}) > MAX_POLICIES - 1:
+        raise ValueError(
+            f"{len(wanted)} policies, at most {MAX_POLICIES - 1} are supported beside the host's"
+        )
+    ids = {
+        n: previous[n]
+        for n in wanted
+        if n in previous and 0 <= previous[n] < MAX_POLICIES and previous[n] != HOST_POLICY
+    }
+    if host is not None:
+        ids[host] = HOST_POLICY
+    taken = set(ids.values()) | {HOST_POLICY}
     old = set(previous.values())
     fresh = (i for i in range(MAX_POLICIES) if i not in taken and i not in old)
     reused = (i for i in range(MAX_POLICIES) if i not in taken and i in old)
@@ -78,7 +89,8 @@ def compile_policy_set(
     previous: Optional[Mapping[str, int]] = None,
 ) -> CompiledPolicySet:
     policies = policy_set.policies()
-    ids = assign_ids((p.name for p in policies), previous)
+    host = policy_set.host
+    ids = assign_ids((p.name for p in policies), previous, host.name if host else None)
     log_flag = POLICY_LOG_ALLOWED if policy_set.settings.log_allowed else 0
     tables: list[PolicyTables] = []
     scopes: list[ScopeEntry] = []
@@ -89,7 +101,6 @@ def compile_policy_set(
         warnings += problems
         tables.append(compile_policy(lowered, policy_id, policy.name, policy.flags | log_flag))
         scopes += [ScopeEntry(unit, unit_glob(unit), policy_id) for unit in policy.units]
-    host = policy_set.host
     return CompiledPolicySet(
         tables=sorted(tables, key=lambda t: t.policy_id),
         scopes=scopes,

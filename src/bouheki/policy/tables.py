@@ -24,6 +24,8 @@ from typing import Any
 
 MAX_RULES = 64
 MAX_POLICIES = 1024
+# The host's policy always has this id: the hooks read its slot (bh_scope).
+HOST_POLICY = 0
 # Rule index reported when no rule matched and the policy default decided.
 DEFAULT_RULE = MAX_RULES
 COMM_LEN = 16

@@ -207,7 +207,9 @@ class Engine:
         except ApplyError as e:
             self.journal.reload_failed([str(e)])
             raise api.EngineError(f"{e}; the running policy stays in force") from e
-        old_ids = set(previous.values()) if previous else set()
+        # An id whose owner changed: a new policy's, or one that moved (the
+        # host's takes HOST_POLICY from a unit an older daemon gave it to).
+        moved = {pid for name, pid in compiled.ids.items() if (previous or {}).get(name) != pid}
         if self.runtime_dir is not None:
             policy_ids.save(self.runtime_dir, applied.generation, compiled.ids)
         self.running = Running.of(ps, compiled, applied, environment.usec_now())
@@ -220,7 +222,7 @@ class Engine:
         # A policy id whose policy changed starts its rule counters afresh;
         # at start, every id but those of the adopted generation's policies
         # (their ids were kept: policy_ids.py).
-        for pid in set(compiled.ids.values()) - old_ids:
+        for pid in moved:
             enforcer.counters.reset_policy(pid)
         warnings = [str(w) for w in [*ps.warnings, *compiled.warnings]]
         # The caller gets them all; the journal a bounded number, written
