@@ -294,9 +294,12 @@ static __always_inline struct bh_policy *bh_scope(u32 gen, struct bh_who *who, u
 	}
 	/* The host's policy: its reserved slot, written by gen only when the
 	 * configuration has one (policy/assemble.py assign_ids). A slot read
-	 * is one cold lookup less than a scope entry's hash bucket. */
-	*policy_id = BH_HOST_POLICY;
-	return bh_policy_of(gen, BH_HOST_POLICY);
+	 * is one cold lookup less than a scope entry's hash bucket. Its id
+	 * comes from the value (struct bh_policy, id). */
+	p = bh_policy_of(gen, BH_HOST_POLICY);
+	if (p)
+		*policy_id = p->id;
+	return p;
 }
 
 /* The inline scans below run i from 0 to the array's size, and stop early

@@ -161,6 +161,11 @@ struct bh_policy {
 	__u32 default_action; /* 0 allow, 1 block */
 	__u32 gen;            /* the generation this slot was written for */
 	__u32 in_maps;        /* BH_DIM_* whose keys are in their map, not inline */
+	/* The policy's id. bh_scope takes the host's from here, not as the
+	 * constant BH_HOST_POLICY: the verifier then sees an unknown id on
+	 * every path, as from a scope entry; a constant on one path made it
+	 * walk all of bh_match twice (E2BIG on sctp_bind_connect). */
+	__u32 id;
 	/* The inline keys: uid in keys[0, uid_end), gid in [uid_end, gid_end),
 	 * comm in [gid_end, comm_end), executable in [comm_end, exe_end). */
 	__u8 n_spans;
@@ -168,7 +173,7 @@ struct bh_policy {
 	__u8 gid_end;
 	__u8 comm_end;
 	__u8 exe_end;
-	__u8 pad[3];
+	__u8 pad[7];
 	struct bh_port_span spans[BH_INLINE_SPANS];
 	struct bh_inline_key keys[BH_INLINE_KEYS];
 };

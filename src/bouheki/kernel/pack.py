@@ -40,6 +40,7 @@ def policy_value(gen: int, t: PolicyTables) -> layout.Policy:
         flags=t.flags,
         default_action=int(t.default_action),
         in_maps=sets.in_maps,
+        id=t.policy_id,
         n_spans=len(sets.spans),
         uid_end=uid_end,
         gid_end=gid_end,
