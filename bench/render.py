@@ -186,7 +186,8 @@ def host_policy_lines(h: Optional[dict[str, Any]], a_us: float) -> list[str]:
         "",
         "(c)'s policy as the `[host]` table of bouheki.toml (beside (b)'s unit policy), judging "
         "(a)'s unit, which has no policy of its own: the scope lookup misses, the walk up the "
-        "cgroup's ancestors misses, the host's entry decides. Shown to block "
+        "cgroup's ancestors misses, the host's reserved slot of the policies array decides. "
+        "Shown to block "
         f"{h['blocked_check']['addr']} in (a)'s unit ({h['blocked_check']['outcome']}); applied "
         f"in {ap['parse']:.0f} s parse, {ap['compile']:.0f} s compile, {ap['write']:.0f} s "
         f"write. bouheki's socket_connect, ns per call, {ns['h'].get('n', 0)} runs alternating "
@@ -292,8 +293,10 @@ def reload_section(data: dict[str, Any]) -> list[str]:
             "compile. The parse counts a policy's rules without lowering it, takes a list's "
             "plain strings a regex match at a time when it tracks their lines, and searches "
             "for over-deep dotted keys only on lines with that many dots; what is left is "
-            "tomllib, one `ipaddress` network per prefix, and an origin per item. Compile "
-            "walks only the prefix lengths a policy uses.",
+            "tomllib, the line scan, and an item and an origin per prefix: a prefix is held "
+            "as a `Net` (version, int, length), not an `ipaddress` network, and the line map "
+            "keeps one list of lines per array. Compile walks only the prefix lengths a "
+            "policy uses and packs each destination table (policy/lpm.py PrefixTable).",
         ]
     ml = r.get("memlock", {})
     conn = data.get("connect", {})
@@ -657,9 +660,11 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
             f"against (b)'s {(med(h.get('b')) or 0) / 1e3:.1f} µs in the same runs: (c)'s "
             "lookups, plus the host policy's way there: the scope lookup of the unit's cgroup "
             "misses, then the walk up its ancestors (system.slice: one more miss) before the "
-            "host's entry decides; each miss is a cold bucket. What would cut it: the host "
-            "policy at a fixed slot of the policies array, which the hook would read instead of "
-            "the host's scope entry (one cold bucket less)."
+            "host's reserved slot of the policies array decides (it was a third hash lookup, "
+            "the host's scope entry, before this run); each miss is a cold bucket. The misses "
+            "are how a process is shown to be in no unit with a policy, in a map no process "
+            "can fill. What would cut them: cgroup local storage (BPF_MAP_TYPE_CGRP_STORAGE, "
+            "Linux 6.2; the lab's 6.1 lacks it), one read in place of the lookup and the walk."
         )
     if "rss_reload" in missed:
         fp = data.get("footprint", {})
@@ -669,21 +674,13 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
             f"after the same reload again (section 5); its peak during that second reload, "
             f"{mib(fp.get('peak_rss_again', 0))} MiB, is two configurations at once (the "
             "running one stays in force while the new one is parsed and compiled), and after a "
-            f"reload back it is {mib(fp.get('rss_after_back', 0))} MiB (the allocator keeps part "
-            "of what was freed). What stays is the compiled configuration in Python, kept to "
-            "explain decisions (the twin judges on it) and to name rules in events: a prefix "
-            "takes ~170 bytes in the compiled table (a dict entry keyed by address and length). "
-            "The parsed configuration (~600 bytes a prefix: its `ipaddress` network, its "
-            "origin, its item) is no longer kept when it names no domain or address set, but "
-            "freeing it returns little to the system: the compiled table's objects are "
-            "allocated among the parse's, so Python's allocator keeps the arenas they share "
-            "(measured on the host: 111 MiB after parse and compile, 98 once the parse is "
-            "freed, 91 after malloc_trim). Past generations no longer stay either (the event "
-            "pipeline keeps their names only), nor does the list of written keys (packed, ~20 "
-            "bytes a key). What would close it: parse and compile in the short-lived child "
-            "that already compiles the programs, and answer Explain from the kernel's maps, "
-            "which the daemon holds by file descriptor, so that no per-prefix object is ever "
-            "allocated in the daemon."
+            f"reload back it is {mib(fp.get('rss_after_back', 0))} MiB. What stays is the "
+            "compiled configuration, packed (policy/lpm.py PrefixTable: ~12 bytes an IPv4 "
+            "prefix), and what the allocators keep of the freed parse: Python's arenas that "
+            "a surviving object pins, and the C heap's pages, which the daemon gives back "
+            "after each reload (common/memory.py). What would close it: parse and compile "
+            "in a short-lived child, so that no per-prefix object is ever allocated in the "
+            "daemon."
         )
     if "prog_cb" in missed:
         runs = {x: (st.get(x, {}).get("ns_per_call") or {}).get("values", []) for x in "bc"}
@@ -708,10 +705,11 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
             f"{med(t.get('parse')) or 0:.1f} s and compile {med(t.get('compile')) or 0:.1f} s "
             f"against {med(t.get('write')) or 0:.1f} s of map writes (section 2). Both are "
             "pure Python, 10 to 20 times slower under TCG than on the host: tomllib, one "
-            "`ipaddress` network and one origin per prefix bound the parse (section 2). "
+            "line scan and one item and origin per prefix bound the parse (section 2). "
             "The write is one bpf() call per entry and would get faster still with "
-            "BPF_MAP_UPDATE_BATCH (6.1 has it for LPM tries too), so only a faster parse "
-            "(a dedicated reader for long prefix lists) closes this."
+            "BPF_MAP_UPDATE_BATCH (6.1 has it for LPM tries too); what would close it is a "
+            "reader for long prefix lists that skips tomllib's per-string work and builds no "
+            "object per prefix."
         )
     if "ca" in missed or "cb" in missed:
         fixed = us_conn("b") - us_conn("f")
