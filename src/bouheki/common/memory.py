@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 from collections.abc import Callable
 
-_trim: Callable[[int], int] | None = None
-_looked = False
 
-
-def _find_trim() -> Callable[[int], int] | None:
+@functools.cache
+def _trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, looked up once; None without it."""
     name = ctypes.util.find_library("c")
     try:
         return ctypes.CDLL(name).malloc_trim if name else None  # type: ignore[no-any-return]
@@ -29,10 +29,8 @@ def _find_trim() -> Callable[[int], int] | None:
 
 def give_back() -> bool:
     """Release the C heap's free pages; whether the C library could."""
-    global _trim, _looked
-    if not _looked:
-        _trim, _looked = _find_trim(), True
-    if _trim is None:
+    trim = _trim()
+    if trim is None:
         return False
-    _trim(0)
+    trim(0)
     return True

@@ -54,7 +54,7 @@ def assign_ids(
     are not mixed into a new one), or else the lowest free one."""
     previous = previous or {}
     wanted = list(dict.fromkeys(names))
-    if len(wanted) > MAX_POLICIES or len(set(wanted) - {host}) > MAX_POLICIES - 1:
+    if len(set(wanted) - {host}) > MAX_POLICIES - 1:
         raise ValueError(
             f"{len(wanted)} policies, at most {MAX_POLICIES - 1} are supported beside the host's"
         )

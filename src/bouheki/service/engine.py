@@ -209,7 +209,8 @@ class Engine:
             raise api.EngineError(f"{e}; the running policy stays in force") from e
         # An id whose owner changed: a new policy's, or one that moved (the
         # host's takes HOST_POLICY from a unit an older daemon gave it to).
-        moved = {pid for name, pid in compiled.ids.items() if (previous or {}).get(name) != pid}
+        before = previous or {}
+        moved = {pid for name, pid in compiled.ids.items() if before.get(name) != pid}
         if self.runtime_dir is not None:
             policy_ids.save(self.runtime_dir, applied.generation, compiled.ids)
         self.running = Running.of(ps, compiled, applied, environment.usec_now())
