@@ -8,7 +8,7 @@ import stat
 from typing import Any, Optional
 
 from bouheki.config.errors import Report
-from bouheki.config.toml_lines import LineMap, Path, scan_toml_lines
+from bouheki.config.toml_lines import LineMap, Path, PlainArray, scan_toml, scan_toml_lines
 
 try:  # pragma: no cover - depends on the Python version
     import tomllib
@@ -51,6 +51,18 @@ def _deep_key_line(text: str) -> Optional[int]:
         if line.count(".") >= MAX_NESTING and _DEEP_KEY.search(line):
             return number
     return None
+
+
+# An array of at least this many plain strings ("a.b.c.d/n", no escape) is
+# read by the line scanner rather than by tomllib, which spends a Python
+# step per character class and per string on it: a third of the parse of a
+# 100,000-address list (bench/ section 2).
+LONG_ARRAY = 256
+# What TOML refuses in a basic string or a comment: control characters but
+# tab (and newline, which separates elements). A carriage return is one of
+# them: TOML allows it only before a newline, and such a list is simply left
+# to tomllib.
+_NOT_PLAIN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def _is_dev_null(st: os.stat_result) -> bool:
@@ -115,13 +127,51 @@ def _too_deep(data: dict[str, Any]) -> Optional[Path]:
     return None
 
 
-def parse_toml(path: str, text: str, report: Report) -> Optional[tuple[dict[str, Any], LineMap]]:
-    deep_key = _deep_key_line(text)
-    if deep_key is not None:
-        report.error(path, deep_key, f"a dotted key {TOO_DEEP}")
+def _without_long_arrays(text: str, arrays: list[PlainArray]) -> Optional[dict[str, Any]]:
+    """tomllib's reading of text, with the scanner's long plain arrays put
+    in by the scanner's reading of them; None if tomllib refuses the text or
+    its reading and the scanner's do not fit together (then the caller hands
+    tomllib the whole text, and says what tomllib says).
+
+    tomllib reads the text with each such array emptied to '[', its
+    newlines and ']' (so every other line and line number stays), and must
+    find an empty array at each array's path: the scanner read the text up
+    to there as tomllib did. The array's own text is checked here for what
+    TOML refuses in strings and comments that the scanner does not look at."""
+    pieces: list[str] = []
+    at = 0
+    kept: list[PlainArray] = []
+    for array in arrays:
+        region = text[array.start : array.end]
+        if _NOT_PLAIN.search(region):
+            continue
+        pieces += (text[at : array.start], "[", "\n" * region.count("\n"), "]")
+        at = array.end
+        kept.append(array)
+    if not kept:
         return None
+    pieces.append(text[at:])
     try:
-        data = tomllib.loads(text)
+        data: dict[str, Any] = tomllib.loads("".join(pieces))
+    except (tomllib.TOMLDecodeError, RecursionError, ValueError):
+        return None
+    for array in kept:
+        holder: Any = data
+        try:
+            for part in array.path[:-1]:
+                holder = holder[part]
+            key = array.path[-1]
+            if type(holder[key]) is not list or holder[key]:
+                return None
+        except (KeyError, IndexError, TypeError):
+            return None
+        holder[key] = array.values
+    return data
+
+
+def _tomllib(path: str, text: str, report: Report) -> Optional[dict[str, Any]]:
+    try:
+        return tomllib.loads(text)
     except RecursionError:
         # tomllib recurses once per nested array or inline table: a few
         # hundred levels ("a = [[[[...") exhaust the stack.
@@ -145,7 +195,27 @@ def parse_toml(path: str, text: str, report: Report) -> Optional[tuple[dict[str,
         line = text.count("\n", 0, match.start()) + 1 if match else 0
         report.error(path, line, "TOML syntax error: a number with far too many digits")
         return None
-    lines = scan_toml_lines(text)
+
+
+def parse_toml(path: str, text: str, report: Report) -> Optional[tuple[dict[str, Any], LineMap]]:
+    deep_key = _deep_key_line(text)
+    if deep_key is not None:
+        report.error(path, deep_key, f"a dotted key {TOO_DEEP}")
+        return None
+    data: Optional[dict[str, Any]] = None
+    lines: Optional[LineMap] = None
+    if text.count('"') >= 2 * LONG_ARRAY:
+        # Enough strings for a long array: scan first, and let tomllib skip
+        # the long arrays of plain strings the scan found.
+        lines, arrays = scan_toml(text, LONG_ARRAY)
+        if arrays:
+            data = _without_long_arrays(text, arrays)
+    if data is None:
+        data = _tomllib(path, text, report)
+        if data is None:
+            return None
+    if lines is None:
+        lines = scan_toml_lines(text)
     deep = _too_deep(data)
     if deep is not None:
         report.error(path, lines.line(deep), f"the document is {TOO_DEEP}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Sequence
-from typing import Union
+from typing import NamedTuple, Union
 
 try:  # pragma: no cover - depends on the Python version
     import tomllib
@@ -35,7 +35,7 @@ _SCALAR = re.compile(r"[^,\]}\n#]+")
 # An array element that is a plain one-line string, then its comma if any
 # and the blanks after it, in one match: long address lists are runs of
 # these, and a Python step per token made the scan a fifth of their parse.
-_PLAIN_ELEMENT = re.compile(rf'(?!""")"[^"\\\n]*"{_BLANKS}(,?){_BLANKS}')
+_PLAIN_ELEMENT = re.compile(rf'(?!""")"([^"\\\n]*)"{_BLANKS}(,?){_BLANKS}')
 
 
 class LineMap:
@@ -84,16 +84,32 @@ class LineMap:
         return self._get(tuple(path))
 
 
+class PlainArray(NamedTuple):
+    """An array whose elements are all one-line basic strings without
+    escapes, as the scanner found it: where it is (text[start:end], from
+    '[' to ']'), its path and its strings, whose values are their text
+    between the quotes (no escape to decode). toml_file hands tomllib the
+    document without the long ones (section 2 of bench/)."""
+
+    path: Path
+    start: int
+    end: int
+    values: list[str]
+
+
 class _Lost(Exception):
     pass
 
 
 class _Scanner:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, min_plain: int | None = None) -> None:
         self.s = text
         self.i = 0
         self.lineno = 1
         self.map = LineMap()
+        # Plain arrays of at least min_plain elements (None: not collected).
+        self.min_plain = min_plain
+        self.plain: list[PlainArray] = []
         # resolved array-of-tables path -> index of its current element
         self.aot_current: dict[Path, int] = {}
 
@@ -205,24 +221,25 @@ class _Scanner:
             self.i = m.end()
 
     def array(self, path: Path) -> None:
+        start = self.i
         self.expect("[")
         index = 0
         lines = self.map.elements(path)  # its parents are recorded already
+        values: list[str] | None = [] if self.min_plain is not None else None
         while True:
             self.skip_blank()
             if self.peek() == "]":
                 self.i += 1
+                if values is not None and len(values) >= self.min_plain:  # type: ignore[operator]
+                    self.plain.append(PlainArray(path, start, self.i, values))
                 return
-            if len(lines) == index:
-                lines.append(self.lineno)
             m = _PLAIN_ELEMENT.match(self.s, self.i)
             if m is not None:
-                self.advance_to(m.end())
-                if m.group(1):
-                    index += 1
-                elif self.peek() != "]":
-                    raise _Lost
+                index = self._plain_run(m, index, lines, values)
                 continue
+            if len(lines) == index:
+                lines.append(self.lineno)
+            values = None
             self.value((*path, index))
             self.skip_blank()
             if self.peek() == ",":
@@ -230,6 +247,34 @@ class _Scanner:
                 index += 1
             elif self.peek() != "]":
                 raise _Lost
+
+    def _plain_run(
+        self, m: re.Match[str], index: int, lines: list[int], values: list[str] | None
+    ) -> int:
+        """A run of plain elements from m on, each with its comma and the
+        blanks after it: one regex match and a few list appends per element,
+        in locals (long address lists are one such run). Returns the index
+        of the element after the run."""
+        s, i, lineno = self.s, self.i, self.lineno
+        match = _PLAIN_ELEMENT.match
+        while True:
+            lines.append(lineno)
+            if values is not None:
+                values.append(m.group(1))
+            end = m.end()
+            lineno += s.count("\n", i, end)
+            i = end
+            if not m.group(2):
+                break  # no comma: the array must end here
+            index += 1
+            found = match(s, i)
+            if found is None:
+                break
+            m = found
+        self.i, self.lineno = i, lineno
+        if not m.group(2) and self.peek() != "]":
+            raise _Lost
+        return index
 
     def inline_table(self, path: Path) -> None:
         self.expect("{")
@@ -285,8 +330,10 @@ class _Scanner:
                 self.key_value(table)
 
 
-def scan_toml_lines(text: str) -> LineMap:
-    scanner = _Scanner(text)
+def scan_toml(text: str, min_plain: int | None = None) -> tuple[LineMap, list[PlainArray]]:
+    """The lines of text's paths and, if min_plain is given, its plain
+    arrays of at least that many elements, in the order of the text."""
+    scanner = _Scanner(text, min_plain)
     # If lost, keep what was found: lookups fall back to parent paths.
     # RecursionError: the scanner recurses per nested array or inline table,
     # a few frames more than tomllib did, so a document tomllib just managed
@@ -294,4 +341,8 @@ def scan_toml_lines(text: str) -> LineMap:
     # the lines found so far are enough to say where).
     with contextlib.suppress(_Lost, IndexError, RecursionError, tomllib.TOMLDecodeError):
         scanner.document()
-    return scanner.map
+    return scanner.map, scanner.plain
+
+
+def scan_toml_lines(text: str) -> LineMap:
+    return scan_toml(text)[0]
