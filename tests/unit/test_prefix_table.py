@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import tracemalloc
+from collections.abc import Iterable, Mapping
 
 import pytest
 
@@ -41,6 +42,7 @@ def test_the_packed_table_is_the_dict_it_replaces(bits: int) -> None:
         assert len(t) == len(d)
         assert t == d and dict(t.items()) == d and set(t) == set(d)
         assert sorted(t.values()) == sorted(d.values())
+        assert t.masks == set(d.values())
         for key, mask in d.items():
             assert key in t and t[key] == mask
             value, plen = key
@@ -91,3 +93,36 @@ def test_a_prefix_takes_a_fraction_of_a_dict_entry() -> None:
         tracemalloc.stop()
     assert len(t) == 100_000
     assert kept < 16 * 100_000, kept  # bytes: 4 for the network, 8 for the mask
+
+
+def test_a_policy_varies_in_the_same_rules_whichever_table_it_holds() -> None:
+    """dst_varies (which rules the destination can decide; bh_match and the
+    twin skip the lookup without one) read from the packed table's distinct
+    masks equals its reading of every entry of the dict."""
+    from bouheki.policy.tables import Action, PolicyTables
+
+    rng = random.Random(5)
+    for default in (0, 0b1010, (1 << 64) - 1):
+        d4 = {k: m & 0xFF for k, m in random_table(rng, 32, 200).items()}
+        d6 = {k: m & 0xF00 for k, m in random_table(rng, 128, 50).items()}
+
+        def tables(
+            dst4: Mapping[tuple[int, int], int],
+            dst6: Mapping[tuple[int, int], int],
+            default: int = default,
+        ) -> PolicyTables:
+            return PolicyTables(
+                1, "p", 0, Action.ALLOW, 12, 0, [], dst4=dst4, dst6=dst6, dst_default=default
+            )
+
+        packed = tables(PrefixTable.of(d4, 32), PrefixTable.of(d6, 128))
+        plain = tables(d4, d6)
+        assert packed.dst_varies == plain.dst_varies
+        assert plain.dst_varies == _or(m ^ default for m in [*d4.values(), *d6.values()])
+
+
+def _or(masks: Iterable[int]) -> int:
+    out = 0
+    for m in masks:
+        out |= m
+    return out

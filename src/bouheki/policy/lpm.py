@@ -130,7 +130,7 @@ class PrefixTable(Mapping[tuple[int, int], int]):
     also kept the arenas of the freed parse, among whose objects the dict's
     were allocated (bench/ section 5). Read-only once built."""
 
-    __slots__ = ("_bits", "_len", "_lengths")
+    __slots__ = ("_bits", "_len", "_lengths", "masks")
 
     def __init__(self, by_length: Mapping[int, Mapping[int, int]], bits: int) -> None:
         """by_length: prefix length -> {network as int: mask}."""
@@ -144,6 +144,9 @@ class PrefixTable(Mapping[tuple[int, int], int]):
             column = array("I", networks) if bits <= 32 else _Column(networks, bits // 8)
             self._lengths.append((plen, column, array("Q", map(table.__getitem__, networks))))
             self._len += len(networks)
+        # The distinct masks, a handful however long the table: what a
+        # policy's X_varies is computed from, on every Explain.
+        self.masks: frozenset[int] = frozenset().union(*(m for _, _, m in self._lengths))
 
     @classmethod
     def of(cls, items: Mapping[tuple[int, int], int], bits: int) -> PrefixTable:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from bouheki.policy.lpm import PrefixTable
+
 MAX_RULES = 64
 MAX_POLICIES = 1024
 # The host's policy always has this id: the hooks read its slot (bh_scope).
@@ -145,7 +147,7 @@ class Origin:
 
 def _varies(table: Mapping[Any, int], default: int) -> int:
     out = 0
-    for mask in table.values():
+    for mask in table.masks if isinstance(table, PrefixTable) else table.values():
         out |= mask ^ default
     return out
 
