@@ -7,7 +7,7 @@ socket_connect does on its way to a verdict, on maps declared as bouheki
 declares them (bpf/bouheki.h's structs, the same types, flags and sizes).
 A piece's cost is its ns per call minus the floor's in the same round. The
 last piece does (b)'s whole path (what any scoped decision needs: the
-cgroup, the state, the scope, the policy, one destination lookup, the
+cgroup, the state, the scope, the policy, the destination's filter, the
 rule's counter) in one program, to show how far the pieces add up.
 """
 
@@ -48,6 +48,13 @@ PIECES: dict[str, tuple[str, str]] = {
         "struct bh_dst4_key k = {.prefixlen = 64 + 32, .gen = 1, .policy = 1,"
         " .addr = {127, 0, 0, 1}}; u64 *m = dst4.lookup(&k); if (m && *m == 7) r = 1;",
     ),
+    "filter": (
+        "the destination's filter (its page of the /22 bitmap; a clear bit, as for (c)'s "
+        "connects, so the trie is not walked)",
+        "u32 a = 0x7f000001; int pg = bh_filter_page(1, 1, a);"
+        " struct bh_filter_page *fp = filters.lookup(&pg);"
+        " if (fp && ((fp->w[(a >> 16) & 511] >> ((a >> 10) & 63)) & 1)) r = 1;",
+    ),
     "counter": (
         "the rule's counter (per-CPU slot)",
         "int i = 1 * 65 + 3; struct bh_counter *c = counters.lookup(&i); if (c) c->hits += 1;",
@@ -84,15 +91,17 @@ PIECES: dict[str, tuple[str, str]] = {
         " if (p->keys[i].a == 4242 && p->keys[i].b == 0) { r = 1; break; } } }",
     ),
     "b_path": (
-        "(b)'s path in one program: cgroup, state, scope, policy, destination, counter",
+        "(b)'s path in one program: cgroup, state, scope, policy, the destination's filter, "
+        "counter",
         "if (bpf_get_current_cgroup_id() == 1) r = 1; int z = 0;"
         " struct bh_state *s = state.lookup(&z); if (s && s->active_gen == 7) r = 1;"
         " struct bh_scope_key k = {.gen = 1, .cgroup_id = 2};"
         " struct bh_scope_val *v = scopes.lookup(&k); if (v && v->policy == 7) r = 1;"
         " int ps = bh_policy_slot(1, 1);"
         " struct bh_policy *p = policies.lookup(&ps); if (p && p->gen == 1 && p->flags == 7) r = 1;"
-        " struct bh_dst4_key dk = {.prefixlen = 64 + 32, .gen = 1, .policy = 1,"
-        " .addr = {127, 0, 0, 1}}; u64 *m = dst4.lookup(&dk); if (m && *m == 7) r = 1;"
+        " u32 a = 0x7f000001; int pg = bh_filter_page(1, 1, a);"
+        " struct bh_filter_page *fp = filters.lookup(&pg);"
+        " if (fp && ((fp->w[(a >> 16) & 511] >> ((a >> 10) & 63)) & 1)) r = 1;"
         " int i = 1 * 65 + 3; struct bh_counter *c = counters.lookup(&i); if (c) c->hits += 1;",
     ),
 }
@@ -112,6 +121,7 @@ struct bench_policy_key {
 BPF_F_TABLE("hash", struct bench_policy_key, struct bh_policy, policies_hash, 2 * BH_MAX_POLICIES,
             BPF_F_NO_PREALLOC);
 BPF_F_TABLE("lpm_trie", struct bh_dst4_key, u64, dst4, BH_MAX_DST4, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("array", int, struct bh_filter_page, filters, 2 * BH_FILTERS * BH_FILTER_PAGES, 0);
 BPF_F_TABLE("hash", struct bh_id_key, u64, uids, BH_MAX_IDENT, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("percpu_array", int, struct bh_counter, counters,
             BH_MAX_POLICIES * (BH_MAX_RULES + 1), 0);

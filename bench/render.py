@@ -211,7 +211,7 @@ def host_policy_lines(h: Optional[dict[str, Any]], a_us: float) -> list[str]:
 # Pieces that are not on (b)'s path: left out of the sum that (b)'s path in
 # one program is compared with.
 PIECES_OFF_PATH = ("floor", "b_path", "cred", "comm", "policy_hash", "uid_map", "inline_scan",
-                   "bouheki")  # fmt: skip
+                   "dst4_100k", "bouheki")  # fmt: skip
 
 
 def pieces_section(data: dict[str, Any]) -> list[str]:

@@ -58,6 +58,7 @@ BH_MAP("array", int, struct bh_state, state, 1, 0);
 BH_MAP("hash", struct bh_scope_key, struct bh_scope_val, scopes, BH_MAX_SCOPES, 0);
 BH_MAP("array", int, struct bh_policy, policies, 2 * BH_MAX_POLICIES, 0);
 BH_MAP("lpm_trie", struct bh_dst4_key, u64, dst4, BH_MAX_DST4, BPF_F_NO_PREALLOC);
+BH_MAP("array", int, struct bh_filter_page, filters, 2 * BH_FILTERS * BH_FILTER_PAGES, 0);
 BH_MAP("lpm_trie", struct bh_dst6_key, u64, dst6, BH_MAX_DST6, BPF_F_NO_PREALLOC);
 BH_MAP("lpm_trie", struct bh_port_key, u64, ports, BH_MAX_PORTS, BPF_F_NO_PREALLOC);
 BH_MAP("hash", struct bh_comm_key, u64, comms, BH_MAX_IDENT, BPF_F_NO_PREALLOC);
@@ -362,6 +363,19 @@ static __always_inline u64 bh_key_mask(struct bh_policy *p, u32 from, u32 to, u6
  * lookup, ~1 us under TCG). A dimension whose keys fit in the policy's
  * value is scanned there; only a large one pays for its map (in_maps).
  * Cheapest keys first, the executable last. */
+/* Whether a prefix of the policy's may hold daddr: its block's bit in the
+ * policy's filter (bouheki.h). Without the page, the trie decides. */
+static __always_inline int bh_filter_hit(u32 gen, u32 filter, u8 *daddr)
+{
+	u32 a = ((u32)daddr[0] << 24) | ((u32)daddr[1] << 16) | ((u32)daddr[2] << 8) | daddr[3];
+	int page = bh_filter_page(gen, filter, a);
+	struct bh_filter_page *fp = filters.lookup(&page);
+
+	if (!fp)
+		return 1;
+	return (fp->w[(a >> 16) & (BH_FILTER_PAGE_WORDS - 1)] >> ((a >> 10) & 63)) & 1;
+}
+
 static __always_inline u64 bh_match(u32 gen, u32 policy, struct bh_policy *p, struct bh_conn *c,
 				    struct bh_who *who)
 {
@@ -370,9 +384,13 @@ static __always_inline u64 bh_match(u32 gen, u32 policy, struct bh_policy *p, st
 	if (!(m & p->dst_varies)) {
 		m &= p->dst_default;
 	} else if (c->family == AF_INET) {
-		struct bh_dst4_key k = {.prefixlen = 64 + 32, .gen = gen, .policy = policy};
-		__builtin_memcpy(k.addr, c->daddr, 4);
-		m &= bh_mask(dst4.lookup(&k), p->dst_default);
+		if (p->filter4 && !bh_filter_hit(gen, p->filter4, c->daddr)) {
+			m &= p->dst_default; /* what the trie's miss gives */
+		} else {
+			struct bh_dst4_key k = {.prefixlen = 64 + 32, .gen = gen, .policy = policy};
+			__builtin_memcpy(k.addr, c->daddr, 4);
+			m &= bh_mask(dst4.lookup(&k), p->dst_default);
+		}
 	} else {
 		struct bh_dst6_key k = {.prefixlen = 64 + 128, .gen = gen, .policy = policy};
 		__builtin_memcpy(k.addr, c->daddr, 16);

@@ -61,7 +61,9 @@ def python_mirror() -> dict[str, int]:
         ours[f"BH_{name}"] = getattr(tables, name)
     for name in ("UNIT_NAME_LEN", "PATTERN_LEN"):
         ours[f"BH_{name}"] = getattr(units, name)
-    for name in ("MAX_PATTERNS", "MAX_LEARN"):
+    for name in ("MAX_PATTERNS", "MAX_LEARN", "FILTERS", "FILTER_BLOCK_BITS"):
+        ours[f"BH_{name}"] = getattr(layout, name)
+    for name in ("FILTER_PAGE_WORDS", "FILTER_PAGES"):
         ours[f"BH_{name}"] = getattr(layout, name)
     for name, value in vars(inline).items():
         if name.startswith(("INLINE_", "DIM_")):

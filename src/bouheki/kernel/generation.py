@@ -176,8 +176,9 @@ class GenerationSwap:
         # have left a hook on it.
         self.io.wait_for_readers()
         try:
+            filters = pack.filter_slots(tables)
             for t in tables:
-                for name, key, value in pack.entries(gen, t):
+                for name, key, value in pack.entries(gen, t, filters.get(t.policy_id, 0)):
                     self.io.update(name, key, value)
                     written.append((name, key))
             for u in unit_names:

@@ -67,7 +67,8 @@ class Policy(ct.Structure):
         ("gid_end", ct.c_uint8),
         ("comm_end", ct.c_uint8),
         ("exe_end", ct.c_uint8),
-        ("pad", ct.c_uint8 * 7),
+        ("filter4", ct.c_uint8),
+        ("pad", ct.c_uint8 * 6),
         ("spans", PortSpan * INLINE_SPANS),
         ("keys", InlineKey * INLINE_KEYS),
     ]
@@ -83,6 +84,29 @@ class PolicySlot(ct.Structure):
     """The policies array's key (an int), as a structure like every other key."""
 
     _fields_ = [("slot", ct.c_uint32)]
+
+
+# The filters in front of the IPv4 destination trie (bh_filter_page).
+FILTERS = 4
+FILTER_BLOCK_BITS = 22
+FILTER_PAGE_WORDS = 512
+FILTER_PAGES = 128
+
+
+class FilterPage(ct.Structure):
+    _fields_ = [("w", ct.c_uint64 * FILTER_PAGE_WORDS)]
+
+
+class FilterPageSlot(ct.Structure):
+    """The filters array's key (an int)."""
+
+    _fields_ = [("index", ct.c_uint32)]
+
+
+def filter_page(gen: int, filter4: int, addr: int) -> int:
+    """bh_filter_page: the page of filter4 (1..FILTERS) of gen's parity
+    that holds the block of addr (an IPv4 address as an int)."""
+    return ((gen & 1) * FILTERS + filter4 - 1) * FILTER_PAGES + (addr >> 25)
 
 
 class Dst4Key(ct.Structure):
@@ -224,6 +248,7 @@ C_NAMES: dict[str, type[ct.Structure]] = {
     "bh_port_span": PortSpan,
     "bh_inline_key": InlineKey,
     "bh_dst4_key": Dst4Key,
+    "bh_filter_page": FilterPage,
     "bh_dst6_key": Dst6Key,
     "bh_port_key": PortKey,
     "bh_comm_key": CommKey,

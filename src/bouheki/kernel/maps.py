@@ -23,6 +23,7 @@ MAP_NAMES = (
     "state",
     "scopes",
     "policies",
+    "filters",
     "dst4",
     "dst6",
     "ports",
@@ -66,6 +67,10 @@ class Maps:
     def delete(self, name: str, key: ct.Structure) -> None:
         if name == "policies":  # an array: its slots are cleared, not deleted
             self.update(name, key, layout.Policy())
+            return
+        if name == "filters":
+            # An array too, read only through a policy slot that names it:
+            # the next generation of its parity writes it whole.
             return
         with contextlib.suppress(FileNotFoundError):  # a missing key is fine
             bpfsys.delete(self._fds[name], key)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ctypes as ct
 import ipaddress
-from collections.abc import Iterator, Mapping
+from array import array
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from ..policy.inline import DIM_COMM, DIM_EXE, DIM_GID, DIM_PORT, DIM_UID, inline_sets
@@ -18,7 +19,7 @@ def _mask(v: int) -> ct.c_uint64:
     return ct.c_uint64(v)
 
 
-def policy_value(gen: int, t: PolicyTables) -> layout.Policy:
+def policy_value(gen: int, t: PolicyTables, filter4: int = 0) -> layout.Policy:
     sets = inline_sets(t)
     uid_end, gid_end, comm_end, exe_end = sets.ends()
     value = layout.Policy(
@@ -46,6 +47,7 @@ def policy_value(gen: int, t: PolicyTables) -> layout.Policy:
         gid_end=gid_end,
         comm_end=comm_end,
         exe_end=exe_end,
+        filter4=filter4,
     )
     for slot, span in zip(value.spans, sets.spans):
         slot.mask, slot.lo, slot.hi, slot.protos = span.mask, span.lo, span.hi, span.protos
@@ -73,10 +75,55 @@ def held_in_maps(t: PolicyTables) -> dict[str, Mapping[Any, int]]:
     }
 
 
-def entries(gen: int, t: PolicyTables) -> Iterator[Entry]:
-    """(map name, key, value) for every entry of one policy in generation gen."""
+def filter_slots(tables: Iterable[PolicyTables]) -> dict[int, int]:
+    """Policy id -> its filter (1..FILTERS) for the policies with the most
+    IPv4 prefixes, those whose trie walks are longest (bouheki.h)."""
+    ranked = sorted((t for t in tables if t.dst4), key=lambda t: (-len(t.dst4), t.policy_id))
+    return {t.policy_id: n for n, t in enumerate(ranked[: layout.FILTERS], 1)}
+
+
+def filter_words(dst4: Mapping[tuple[int, int], int]) -> array[int]:
+    """The filter of a policy's IPv4 prefixes, as the hook reads it: bit b
+    of word b // 64 (block b, the address >> 10) is set when a prefix meets
+    block b: one inside it, or one that holds it. The bit of an address in
+    no prefix may be set (a block shared with one), never the other way."""
+    shift = 32 - layout.FILTER_BLOCK_BITS
+    words = array("Q", bytes(8 * layout.FILTER_PAGES * layout.FILTER_PAGE_WORDS))
+    for addr, plen in dst4:
+        first = addr >> shift
+        if plen >= layout.FILTER_BLOCK_BITS:
+            words[first >> 6] |= 1 << (first & 63)
+            continue
+        last = first + (1 << (layout.FILTER_BLOCK_BITS - plen)) - 1
+        if last - first >= 63:  # whole words (a /16 is 64 blocks, aligned)
+            words[first >> 6 : (last >> 6) + 1] = array("Q", [(1 << 64) - 1]) * (
+                (last >> 6) - (first >> 6) + 1
+            )
+            continue
+        for block in range(first, last + 1):
+            words[block >> 6] |= 1 << (block & 63)
+    return words
+
+
+def filter_entries(gen: int, filter4: int, t: PolicyTables) -> Iterator[Entry]:
+    """The pages of t's filter, every one of them: the slot may hold the
+    bits of an earlier policy of the same parity."""
+    words = filter_words(t.dst4)
+    per = layout.FILTER_PAGE_WORDS
+    first = layout.filter_page(gen, filter4, 0)
+    for n in range(layout.FILTER_PAGES):
+        page = layout.FilterPage.from_buffer_copy(words[n * per : (n + 1) * per])
+        yield "filters", layout.FilterPageSlot(first + n), page
+
+
+def entries(gen: int, t: PolicyTables, filter4: int = 0) -> Iterator[Entry]:
+    """(map name, key, value) for every entry of one policy in generation
+    gen; filter4: its filter (filter_slots), 0 for none."""
     pid = t.policy_id
-    yield "policies", layout.PolicySlot(layout.policy_slot(gen, pid)), policy_value(gen, t)
+    if filter4:
+        yield from filter_entries(gen, filter4, t)
+    value = policy_value(gen, t, filter4)
+    yield "policies", layout.PolicySlot(layout.policy_slot(gen, pid)), value
     held = held_in_maps(t)
     for (addr, plen), mask in held["dst4"].items():
         k4 = layout.Dst4Key(prefixlen=LPM_SCOPE_BITS + plen, gen=gen, policy=pid)

@@ -16,6 +16,7 @@ import pytest
 import randgen
 from workers import Worker
 
+from bouheki.kernel import layout, pack
 from bouheki.policy import inline, sockaddr, twin
 from bouheki.policy.sockaddr import Sock
 from bouheki.policy.tables import Connection, Proto, Verdict
@@ -28,6 +29,16 @@ UNIT = "bouheki-lab.service"  # the suite's own unit: the workers are in it
 COMMS = ("curl", "wget", "python3", "nc")
 IDS = ((0, 0), (1000, 1000), (1001, 33))
 
+
+# Policies with more IPv4 prefixes than any random one, in units of their
+# own: beside every other random policy, so that the filters in front of
+# the destination trie (bouheki.h BH_FILTERS) all go to them and the random
+# policy is judged by the trie alone; the others have a filter.
+def _decoy(i: int) -> str:
+    return "[network]\ndeny = [" + ", ".join(f'"198.18.{i}.{j}"' for j in range(1, 100)) + "]\n"
+
+
+DECOYS = {f"units/bouheki-decoy{i}.service.toml": _decoy(i) for i in range(layout.FILTERS)}
 
 # Which dimensions spill rules push into their maps, policy by policy.
 SPILLS: tuple[tuple[str, ...], ...] = ((), ("ports", "uid", "command"), randgen.SPILLABLE)
@@ -72,6 +83,7 @@ def test_kernel_agrees_with_twin(enforce: labkit.Kernel, workers: dict) -> None:
     enforce.take_events()
     spill_exes = _other_executables(universe.exes)
     kinds = {0: 0, 1: 0, 2: 0}
+    filtered = {True: 0, False: 0}  # policies with IPv4 prefixes, by filter
     for n in range(POLICIES):
         # A third of the policies keep every dimension inline in the
         # policy's value, a third some in their maps, a third all of them:
@@ -79,9 +91,14 @@ def test_kernel_agrees_with_twin(enforce: labkit.Kernel, workers: dict) -> None:
         spilled = SPILLS[n % len(SPILLS)]
         text = randgen.random_policy_toml(rng, universe, max_rules=8)
         text += randgen.spill_rules(spilled, exes=spill_exes)
-        enforce.apply_files({f"units/{UNIT}.toml": text})
+        decoys = DECOYS if n % 2 else {}
+        enforce.apply_files({f"units/{UNIT}.toml": text, **decoys})
         assert enforce.compiled is not None
         tables = next(t for t in enforce.compiled.tables if t.name == UNIT)
+        if tables.dst4:
+            has_filter = tables.policy_id in pack.filter_slots(enforce.compiled.tables)
+            assert has_filter == (not decoys)
+            filtered[has_filter] += 1
         in_maps = inline.inline_sets(tables).in_maps
         assert bool(in_maps) == bool(spilled), (spilled, in_maps)
         kinds[n % len(SPILLS)] += 1
@@ -121,10 +138,12 @@ def test_kernel_agrees_with_twin(enforce: labkit.Kernel, workers: dict) -> None:
     events = enforce.take_events()
     counts = enforce.global_counts()
     print(f"differential: {cases} cases, {POLICIES} policies, {blocked} blocked, "
-          f"{would_block} would-block, {mismatches} mismatches")  # fmt: skip
+          f"{would_block} would-block, {mismatches} mismatches; policies with IPv4 "
+          f"prefixes: {filtered[True]} with a filter, {filtered[False]} without")  # fmt: skip
     assert not failures, "\n\n".join(failures)
     assert cases == POLICIES * PER_POLICY
     assert min(kinds.values()) >= POLICIES // len(SPILLS)
+    assert min(filtered.values()) >= POLICIES // 4
     assert counts.events_lost == base.events_lost
     assert len(events) == blocked + would_block
     assert sum(1 for e in events if e.verdict == Verdict.BLOCKED) == blocked
