@@ -171,9 +171,7 @@ def test_a_swap_writes_each_filter_whole_in_its_parity() -> None:
     g3 = swap.apply([_tables(2, 1)], fill_scopes=lambda s: None)
     assert g3 % 2 == g1 % 2
     assert io.filter_bit(g3, 1, inside) == 0 and io.filter_bit(g3, 1, 10 << 24) == 1
-    pages = {
-        layout.FilterPageSlot.from_buffer_copy(k).index for k in io.maps["filters"]
-    }
+    pages = {layout.FilterPageSlot.from_buffer_copy(k).index for k in io.maps["filters"]}
     assert pages == set(range(0, layout.FILTER_PAGES)) | set(
         range(layout.FILTERS * layout.FILTER_PAGES, (layout.FILTERS + 1) * layout.FILTER_PAGES)
     )
