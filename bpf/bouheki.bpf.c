@@ -370,10 +370,16 @@ static __always_inline int bh_filter_hit(u32 gen, u32 filter, u8 *daddr)
 	u32 a = ((u32)daddr[0] << 24) | ((u32)daddr[1] << 16) | ((u32)daddr[2] << 8) | daddr[3];
 	int page = bh_filter_page(gen, filter, a);
 	struct bh_filter_page *fp = filters.lookup(&page);
+	u32 word = a >> 16;
 
 	if (!fp)
 		return 1;
-	return (fp->w[(a >> 16) & (BH_FILTER_PAGE_WORDS - 1)] >> ((a >> 10) & 63)) & 1;
+	/* Masked after the barrier: clang builds the index from the address's
+	 * bytes in a way the verifier cannot bound ("math between map_value
+	 * pointer and register with unbounded min value"). */
+	BH_OPAQUE(word);
+	word &= BH_FILTER_PAGE_WORDS - 1;
+	return (fp->w[word] >> ((a >> 10) & 63)) & 1;
 }
 
 static __always_inline u64 bh_match(u32 gen, u32 policy, struct bh_policy *p, struct bh_conn *c,
