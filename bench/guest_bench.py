@@ -411,7 +411,10 @@ def phase_connect(k: Knobs, res: Results, state: dict[str, Any]) -> None:
     state["compiled"] = compiled
     tables = {t.name: t for t in compiled.tables}
     c_tables = tables[UNIT["c"]]
+    from bouheki.kernel.pack import filter_slots
     from bouheki.policy.inline import inline_sets
+
+    filters = filter_slots(compiled.tables)
 
     out["policies"] = {
         name: {"rules": t.rule_count, "dst4_entries": len(t.dst4),
@@ -420,7 +423,8 @@ def phase_connect(k: Knobs, res: Results, state: dict[str, Any]) -> None:
                # what the policy's value holds inline, and the dimensions in maps
                "inline_spans": len(inline_sets(t).spans),
                "inline_keys": len(inline_sets(t).keys),
-               "in_maps": inline_sets(t).in_maps}
+               "in_maps": inline_sets(t).in_maps,
+               "filter4": filters.get(t.policy_id, 0)}
         for name, t in tables.items()
     }  # fmt: skip
     out["apply_bc_s"] = times

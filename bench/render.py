@@ -121,7 +121,9 @@ def connect_section(data: dict[str, Any]) -> list[str]:
         f"(c) compiles to {cpol.get('rules', '?')} rules and {cpol.get('dst4_entries', 0):,} "
         f"IPv4 LPM entries ({cpol.get('port_entries', 0)} port entries); (b) and (c) were "
         "loaded together, each unit judged by its own policy (one LPM trie keyed by policy: "
-        "(b)'s lookups walk only its own 10 prefixes' branch). Loading that set took "
+        "(b)'s lookups walk only its own 10 prefixes' branch), each with a destination filter "
+        "in front of its trie (doc/DESIGN.md section 3: the loops' 127.0.0.1 is in no /22 "
+        "block a prefix of theirs meets, so neither walks its trie). Loading that set took "
         f"{apply.get('parse', 0):.0f} s to parse, {apply.get('compile', 0):.0f} s to compile, "
         f"{apply.get('write', 0):.0f} s to write. (d) is the same {sysd.get('deny_entries', 0):,}"
         " prefixes as `IPAddressDeny=` lines in a drop-in of the transient unit: systemd "
@@ -654,8 +656,10 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
             f"alone over an empty program's {us_conn('f'):.1f} µs: the cgroup id "
             f"{piece('cgroup_id'):.1f} µs, the state {piece('state'):.1f}, the scope "
             f"{piece('scope'):.1f}, the policy {piece('policy'):.1f} (its array slot; the hash it "
-            f"replaced costs {piece('policy_hash'):.1f} in the same rounds), the destination in "
-            f"the {c.get('large_prefixes', 0):,}-prefix trie {piece('dst4_100k'):.1f}, the rule's "
+            f"replaced costs {piece('policy_hash'):.1f} in the same rounds), the destination's "
+            f"filter {piece('filter'):.1f} (its page of the /22 bitmap; where the bit is set, the "
+            f"{c.get('large_prefixes', 0):,}-prefix trie is walked too, "
+            f"{piece('dst4_100k'):.1f}), the rule's "
             f"counter {piece('counter'):.1f}. Together, in one program, they cost "
             f"{piece('b_path'):.1f} µs over the floor ({least:.1f} µs per connect with it); "
             f"bouheki's whole program, in the same loop, {whole:.1f} µs over the floor: its "
@@ -664,9 +668,9 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
             "loop connects to the closed port only; section 1's alternates with a listener, "
             "whose connects leave every program colder.) What bounds bouheki here is that "
             "path: under TCG each map touched costs its struct, bucket and element pages, a "
-            "microsecond or so cold, whatever its size; (c)'s destination trie of "
-            f"{c.get('large_prefixes', 0):,} prefixes is deeper and colder than (b)'s of 10. "
-            "systemd's programs pay the trie per packet and nothing else "
+            "microsecond or so cold, whatever its size; (b) and (c) read one page of their "
+            "destination filter and walk no trie, the loop's address being in no /22 block a "
+            "prefix of theirs meets. systemd's programs pay the trie per packet and nothing else "
             f"({us_conn('d'):.1f} µs per connect): no cgroup to scope by (they hang off the "
             "unit's cgroup), no process to identify, no per-rule counter."
         )
@@ -703,15 +707,15 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
         runs = {x: (st.get(x, {}).get("ns_per_call") or {}).get("values", []) for x in "bc"}
         out.append(
             "- **programs (c)/(b)**: the two differ in (c)'s scan of its inline port, uid, gid "
-            "and comm sets (a value already read, no map) and in the size of the destination "
-            "trie, 100,000 prefixes against 10: a deeper walk over colder nodes. Per run, ns "
-            "per call: (b) "
+            "and comm sets (a value already read, no map); both read one page of their "
+            "destination filter and skip their trie (100,000 prefixes in (c), 10 in (b)). Per "
+            "run, ns per call: (b) "
             + ", ".join(f"{v:.0f}" for v in runs["b"])
             + "; (c) "
             + ", ".join(f"{v:.0f}" for v in runs["c"])
             + ". The rule count itself costs nothing (a decision is a fixed number of lookups "
-            "whatever the rules); what is left is the destination trie's size, which a (c) with "
-            "(b)'s 10 prefixes would not pay."
+            "whatever the rules), and the prefix count nothing while the filter's bit is clear; "
+            "what is left is the scan and the run-to-run spread of TCG."
         )
     if "reload" in missed:
         big = data.get("reload", {}).get("sizes", {})
@@ -734,8 +738,8 @@ def notes(data: dict[str, Any], missed: list[str]) -> list[str]:
             f"here (trampoline and statistics): the hook itself is cheap. bouheki's program "
             f"costs {us_conn('b'):.1f} µs in (b), where the policy decides right after the "
             f"destination lookup, and {us_conn('c'):.1f} µs in (c), after a scan of its "
-            f"inline port, uid, gid and comm sets too and in a "
-            f"{c.get('large_prefixes', 0):,}-entry LPM trie. "
+            f"inline port, uid, gid and comm sets too; both read their destination filter's "
+            f"page, which spares them the trie ({c.get('large_prefixes', 0):,} entries in (c)). "
             f"So {fixed:.1f} µs is work every judged call does before it can decide: it loads "
             "the socket, its sock and the sockaddr (plain BTF loads), takes the cgroup id, "
             "reads the state, finds the scope (a hash lookup) and the policy (an array slot), "
