@@ -121,9 +121,15 @@ def connect_section(data: dict[str, Any]) -> list[str]:
         f"(c) compiles to {cpol.get('rules', '?')} rules and {cpol.get('dst4_entries', 0):,} "
         f"IPv4 LPM entries ({cpol.get('port_entries', 0)} port entries); (b) and (c) were "
         "loaded together, each unit judged by its own policy (one LPM trie keyed by policy: "
-        "(b)'s lookups walk only its own 10 prefixes' branch), each with a destination filter "
-        "in front of its trie (doc/DESIGN.md section 3: the loops' 127.0.0.1 is in no /22 "
-        "block a prefix of theirs meets, so neither walks its trie). Loading that set took "
+        "(b)'s lookups walk only its own 10 prefixes' branch)"
+        + (
+            ", each with a destination filter in front of its trie (doc/DESIGN.md section 3: "
+            "the loops' 127.0.0.1 is in no /22 block a prefix of theirs meets, so neither walks "
+            "its trie)"
+            if cpol.get("filter4") and pol.get("bench-b.service", {}).get("filter4")
+            else ""
+        )
+        + ". Loading that set took "
         f"{apply.get('parse', 0):.0f} s to parse, {apply.get('compile', 0):.0f} s to compile, "
         f"{apply.get('write', 0):.0f} s to write. (d) is the same {sysd.get('deny_entries', 0):,}"
         " prefixes as `IPAddressDeny=` lines in a drop-in of the transient unit: systemd "
