@@ -137,7 +137,7 @@ def test_kernel_agrees_with_twin(enforce: labkit.Kernel, workers: dict) -> None:
                     )
     events = enforce.take_events()
     counts = enforce.global_counts()
-    print(f"differential: {cases} cases, {POLICIES} policies, {blocked} blocked, "
+    labkit.figure(f"differential: {cases} cases, {POLICIES} policies, {blocked} blocked, "
           f"{would_block} would-block, {mismatches} mismatches; policies with IPv4 "
           f"prefixes: {filtered[True]} with a filter, {filtered[False]} without")  # fmt: skip
     assert not failures, "\n\n".join(failures)
