@@ -356,13 +356,6 @@ static __always_inline u64 bh_key_mask(struct bh_policy *p, u32 from, u32 to, u6
 	return def;
 }
 
-/* The mask of rules that accept c from this process. Each dimension is
- * looked up only while a rule still in the running varies in it (m &
- * X_varies): otherwise every key's mask equals the default on the live
- * rules, so the default is the answer without touching the map (a cold
- * lookup, ~1 us under TCG). A dimension whose keys fit in the policy's
- * value is scanned there; only a large one pays for its map (in_maps).
- * Cheapest keys first, the executable last. */
 /* Whether a prefix of the policy's may hold daddr: its block's bit in the
  * policy's filter (bouheki.h). Without the page, the trie decides. */
 static __always_inline int bh_filter_hit(u32 gen, u32 filter, u8 *daddr)
@@ -382,6 +375,13 @@ static __always_inline int bh_filter_hit(u32 gen, u32 filter, u8 *daddr)
 	return (fp->w[word] >> ((a >> 10) & 63)) & 1;
 }
 
+/* The mask of rules that accept c from this process. Each dimension is
+ * looked up only while a rule still in the running varies in it (m &
+ * X_varies): otherwise every key's mask equals the default on the live
+ * rules, so the default is the answer without touching the map (a cold
+ * lookup, ~1 us under TCG). A dimension whose keys fit in the policy's
+ * value is scanned there; only a large one pays for its map (in_maps).
+ * Cheapest keys first, the executable last. */
 static __always_inline u64 bh_match(u32 gen, u32 policy, struct bh_policy *p, struct bh_conn *c,
 				    struct bh_who *who)
 {
