@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_generation import DictMaps
 
 from bouheki.kernel import layout, pack
 from bouheki.kernel.generation import GenerationSwap
@@ -110,47 +111,29 @@ def test_the_policies_with_the_most_prefixes_get_the_filters() -> None:
     assert pack.filter_slots([_tables(0, 0)]) == {}
 
 
-class ArrayMaps:
-    """Just enough MapIO for a swap, the filters array kept as the kernel
-    keeps it (index -> page) and every other map as bytes."""
-
-    def __init__(self) -> None:
-        self.maps: dict[str, dict[bytes, bytes]] = {}
-        self.state = layout.State()
-
-    def update(self, name: str, key: ct.Structure, value: ct.Structure) -> None:
-        self.maps.setdefault(name, {})[bytes(key)] = bytes(value)
+class ArrayMaps(DictMaps):
+    """test_generation's maps, with the filters array kept as the kernel
+    keeps it: kernel/maps.py leaves its pages at a delete."""
 
     def delete(self, name: str, key: ct.Structure) -> None:
-        if name != "filters":  # an array: kernel/maps.py leaves its pages
-            self.maps.get(name, {}).pop(bytes(key), None)
-
-    def scope_keys(self, name: str = "scopes") -> list[layout.ScopeKey]:
-        return []
-
-    def read_state(self) -> layout.State:
-        return layout.State.from_buffer_copy(self.state)
-
-    def write_state(self, state: layout.State) -> None:
-        self.state = layout.State.from_buffer_copy(state)
-
-    def wait_for_readers(self) -> None:
-        pass
-
-    def read_patterns(self) -> list[layout.Pattern]:
-        return [layout.Pattern() for _ in range(2 * layout.MAX_PATTERNS)]
+        if name != "filters":
+            super().delete(name, key)
 
     def policy(self, gen: int, pid: int) -> layout.Policy:
         key = bytes(layout.PolicySlot(layout.policy_slot(gen, pid)))
         return layout.Policy.from_buffer_copy(self.maps["policies"][key])
 
     def filter_bit(self, gen: int, filter4: int, addr: int) -> int:
-        index = layout.filter_page(gen, filter4, addr)
-        page = layout.FilterPage.from_buffer_copy(
-            self.maps["filters"][bytes(layout.FilterPageSlot(index))]
-        )
-        word = page.w[(addr >> 16) & (layout.FILTER_PAGE_WORDS - 1)]
-        return (word >> ((addr >> 10) & 63)) & 1
+        """The bit the hook reads for addr in filter4 of gen's parity."""
+        first = layout.filter_page(gen, filter4, 0)
+        words = [
+            w
+            for n in range(layout.FILTER_PAGES)
+            for w in layout.FilterPage.from_buffer_copy(
+                self.maps["filters"][bytes(layout.FilterPageSlot(first + n))]
+            ).w
+        ]
+        return hook_reads(words, addr)
 
 
 def test_a_swap_writes_each_filter_whole_in_its_parity() -> None:
